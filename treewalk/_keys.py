@@ -1,0 +1,108 @@
+"""PRNG keys for selected nodes: derived from their paths, or split in traversal order."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import PRNGKeyError
+
+
+def as_typed_key(key: Any) -> tuple[jax.Array, bool]:
+    """`(typed key, was_legacy)`: accepts `jax.random.key(...)` and legacy `uint32[2]` keys."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise PRNGKeyError(
+                f"key= must be a single PRNG key, got a key array of shape {key.shape}. "
+                f"To build an ensemble, jax.vmap over the keys instead."
+            )
+        return key, False
+    if dtype is not None and getattr(key, "shape", None) == (2,) and dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key), True
+    raise PRNGKeyError(
+        f"key= must be a JAX PRNG key (jax.random.key(0)) or a legacy uint32[2] key "
+        f"(jax.random.PRNGKey(0)); got {type(key).__name__}"
+        f"{'' if dtype is None else f' of dtype {dtype} and shape {key.shape}'}."
+    )
+
+
+def path_hash(segs: Sequence[str | int]) -> tuple[int, int]:
+    """A stable 64-bit hash of a path's segments, as two `uint32`.
+
+    Each segment is encoded with its kind (`str`/`int`) and length, so `("ab", "cdef")`,
+    `("abc", "def")` and `("1",)`/`(1,)` all differ. The hash depends on nothing else: not
+    on Python's `hash` seed, the process, or the rest of the tree.
+    """
+    h = hashlib.blake2b(digest_size=8, person=b"treewalk")
+    for s in segs:
+        if type(s) is int or isinstance(s, int):
+            b = str(int(s)).encode()
+            h.update(b"i%d:" % len(b))
+        else:
+            b = str(s).encode("utf-8", "surrogatepass")
+            h.update(b"s%d:" % len(b))
+        h.update(b)
+    d = h.digest()
+    return int.from_bytes(d[:4], "little"), int.from_bytes(d[4:], "little")
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=())
+def _derive(key: jax.Array, hashes: jax.Array) -> jax.Array:
+    fold = jax.random.fold_in
+    return jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes)
+
+
+def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> jax.Array:
+    """One key per path, `fold_in(fold_in(key, h0), h1)` with `(h0, h1) = path_hash(segs)`,
+    derived in one vectorised call (padded to a power of two so few shapes compile)."""
+    n = len(segs)
+    hashes = np.zeros((_bucket(n), 2), np.uint32)
+    if n:
+        hashes[:n] = [path_hash(s) for s in segs]
+    return _derive(key, hashes)[:n]
+
+
+def split_keys(key: jax.Array, n: int) -> jax.Array:
+    """`jax.random.split(key, n)`: keys in traversal order, as optax's `tree_split_key_like`."""
+    return jax.random.split(key, n)
+
+
+def key_for_path(key: Any, path_or_segs: Sequence[Any]) -> jax.Array:
+    """The key `replace(..., key=key)` gives the node at this path (policy `"path"`).
+
+    Accepts a key path or its segments. Useful to reproduce one leaf's draw.
+
+    !!! Example
+
+        ```python
+        import jax
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        tree = {"w": jnp.zeros(3)}
+        got = tw.replace(tree, "w", lambda p, x, k: jax.random.normal(k, x.shape),
+                         key=jax.random.key(0))
+        k = tw.key_for_path(jax.random.key(0), ("w",))
+        assert (got["w"] == jax.random.normal(k, (3,))).all()
+        ```
+    """
+    from ._path import path_segments
+
+    typed, legacy = as_typed_key(key)
+    segs = tuple(path_or_segs)
+    if segs and not all(isinstance(s, str | int) for s in segs):
+        segs = path_segments(segs)
+    h0, h1 = path_hash(segs)
+    k = jax.random.fold_in(jax.random.fold_in(typed, np.uint32(h0)), np.uint32(h1))
+    return jax.random.key_data(k) if legacy else k

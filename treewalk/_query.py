@@ -1,0 +1,237 @@
+"""Queries: select, paths, where, mask, labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jaxtyping import PyTree
+
+from ._errors import LabelError
+from ._path import Path, show_path
+from ._scan import matches, scan
+from ._selectors import Node, as_selector
+from ._walk import children
+
+IsLeaf = Callable[[Any], bool] | None
+
+
+def select(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None,
+           include_none: bool = False) -> list[tuple[Path, Any]]:
+    """Every node `selector` matches, as `(path, node)` pairs in traversal order.
+
+    Internal nodes are included (a selector may match a whole layer), and so are nodes
+    inside other matched nodes. Values inside boxes (NNX `Variable`, linen `Partitioned`,
+    penzai `Parameter`) are returned bare, at a path ending in a `tw.BoxKey`. `None`
+    nodes are skipped unless `include_none=True`.
+
+    **Arguments:**
+
+    - `tree`: any pytree.
+    - `selector`: a selector, or a glob `str`, a class or a `(path, node) -> bool` callable.
+    - `is_leaf`: as in JAX.
+    - `include_none`: also consider `None` nodes (absent optional arrays).
+
+    **Returns:**
+
+    `list[tuple[path, node]]`; empty when nothing matches (not an error).
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+        [(path, bias)] = tw.select(params, "**/bias")
+        assert tw.path_str(path) == "dense/bias" and bias.shape == (3,)
+        ```
+    """
+    sel = as_selector(selector)
+    return [(n.path, n.node) for n in matches(tree, sel, is_leaf=is_leaf,
+                                              include_none=include_none)]
+
+
+def paths(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None,
+          include_none: bool = False) -> list[Path]:
+    """The paths of [`tw.select`][treewalk.select], without the nodes.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        assert tw.paths({"a": 1, "b": {"a": 2}}, "**/a") == [
+            (tw.DictKey("a"),), (tw.DictKey("b"), tw.DictKey("a"))]
+        ```
+    """
+    sel = as_selector(selector)
+    return [n.path for n in matches(tree, sel, is_leaf=is_leaf, include_none=include_none)]
+
+
+def resolve(tree: Any, path: Path) -> Any:
+    """The node at `path` in `tree` (box entries included)."""
+    node = tree
+    for entry in path:
+        kids = children(node)
+        if kids is not None:
+            for k, child in kids[0]:
+                if k == entry:
+                    node = child
+                    break
+            else:
+                raise LookupError(f"no child {entry} in {type(node).__name__}")
+        else:  # a leaf box (penzai Parameter): only `.value`
+            node = getattr(node, entry.name)
+    return node
+
+
+def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[Any], list[Any]]:
+    """A where-function for `eqx.tree_at`: `t -> [the nodes selector picks in t]`.
+
+    The nodes are the ones [`tw.replace`][treewalk.replace] would act on: in traversal
+    order, outermost first (nothing inside a picked node), `None` never. They are found
+    in `tree` now and looked up by path in whatever tree of the same structure the
+    returned function is given.
+
+    !!! Example
+
+        ```python
+        import equinox as eqx
+        import jax
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        mlp = eqx.nn.MLP(2, 2, 8, 2, key=jax.random.key(0))
+        mlp = eqx.tree_at(tw.where(mlp, "**/bias"), mlp, replace_fn=jnp.zeros_like)
+        assert all((l.bias == 0).all() for l in mlp.layers)
+        ```
+    """
+    sel = as_selector(selector)
+    found = [n.path for n in matches(tree, sel, is_leaf=is_leaf, outermost=True)]
+
+    def where_fn(t: Any) -> list[Any]:
+        return [resolve(t, p) for p in found]
+
+    return where_fn
+
+
+def _leaf_values(tree: Any, hit: Callable[[Node, Any], Any], leaf: Callable[[Node], Any],
+                 is_leaf: IsLeaf) -> Any:
+    """Rebuild `tree` with every leaf replaced by `leaf(n)`, where each node first gets
+    `n.hit = hit(n, parent's hit)` (the parent of the root has hit `None`)."""
+
+    def visit(n: Node) -> Any:
+        n.hit = hit(n, None if n.parent is None else n.parent.hit)  # type: ignore[attr-defined]
+        return n.node
+
+    return scan(visit, leaf=leaf, is_leaf=is_leaf, rebuild=True)(tree)
+
+
+def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]:
+    """A pytree of `bool` with `tree`'s structure: `True` at leaves `selector` matches,
+    and at every leaf inside a node it matches (a selected layer masks all its arrays).
+
+    Boxes are kept (an NNX `State` mask holds `Param`s of `bool`), so the mask has the
+    same treedef as the tree and works with `optax.masked`, `eqx.filter` and
+    `eqx.partition`.
+
+    !!! warning "Equinox models with optax"
+
+        The mask of an Equinox model is itself an Equinox `Module`, and Modules are
+        callable, so `optax.masked`/`optax.adamw(mask=...)` would *call* it. Pass a
+        function instead: `optax.adamw(1e-3, mask=lambda p: tw.mask(p, sel))`.
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import optax
+        import treewalk as tw
+
+        params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+        decay = tw.mask(params, ~tw.name("bias"))
+        assert decay == {"dense": {"kernel": True, "bias": False}}
+        opt = optax.adamw(1e-3, mask=decay)
+        ```
+    """
+    sel = as_selector(selector)
+    return _leaf_values(
+        tree,
+        lambda n, above: bool(above) or sel.match(n),
+        lambda n: n.hit,  # type: ignore[attr-defined]
+        is_leaf,
+    )
+
+
+def labels(tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None,
+           is_leaf: IsLeaf = None) -> PyTree:
+    """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
+
+    Each leaf gets the label whose selector matches it (or a node above it). A leaf that
+    two labels claim is an error; so is a leaf no label claims when `default` is `None`.
+
+    **Arguments:**
+
+    - `tree`: the parameters.
+    - `spec`: `{label: selector, ...}`, in priority of nothing: overlaps are errors.
+    - `default`: the label of leaves no selector claims.
+
+    **Raises:**
+
+    `tw.LabelError` naming the paths (up to five) and the labels involved.
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import optax
+        import treewalk as tw
+
+        params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+        lab = tw.labels(params, {"decay": "**/kernel", "plain": "**/bias"})
+        assert lab == {"dense": {"kernel": "decay", "bias": "plain"}}
+        tx = optax.multi_transform(
+            {"decay": optax.adamw(1e-3), "plain": optax.sgd(1e-3)}, lab)
+        ```
+    """
+    if not isinstance(spec, Mapping) or not spec:
+        raise LabelError(
+            f"labels takes a non-empty mapping {{label: selector}}; got {type(spec).__name__}. "
+            f"For example tw.labels(params, {{'decay': '**/kernel', 'no_decay': '**/bias'}})."
+        )
+    sels = [(lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()]
+    conflicts: list[str] = []
+    unlabelled: list[str] = []
+
+    def hit(n: Node, above: tuple[Any, ...] | None) -> tuple[Any, ...]:
+        own = tuple(lab for lab, s in sels if s.match(n))
+        return own + above if above else own
+
+    def leaf(n: Node) -> Any:
+        labs = n.hit  # type: ignore[attr-defined]
+        if len(labs) == 1:
+            return labs[0]
+        if not labs:
+            if default is None:
+                unlabelled.append(show_path(n.path))
+            return default
+        conflicts.append(f"{show_path(n.path)} (labels {', '.join(map(repr, labs))})")
+        return labs[0]
+
+    out = _leaf_values(tree, hit, leaf, is_leaf)
+    if conflicts:
+        raise LabelError(
+            f"{len(conflicts)} leaves are claimed by more than one label: "
+            f"{'; '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}. "
+            f"Make the selectors disjoint, e.g. {{'decay': sel, 'no_decay': ~sel}}."
+        )
+    if unlabelled:
+        raise LabelError(
+            f"{len(unlabelled)} leaves have no label: {', '.join(unlabelled[:5])}"
+            f"{' ...' if len(unlabelled) > 5 else ''}. Add a selector that claims them or "
+            f"pass default=<label>. Labels: {', '.join(repr(lab) for lab, _ in sels)}."
+        )
+    return out
+
+

@@ -1,0 +1,328 @@
+"""The primitive: replace(tree, selector, fn(path, node, key))."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import PyTree
+
+from ._errors import ArgumentError, NoMatchError, ReplacementError
+from ._keys import as_typed_key, path_keys, split_keys
+from ._path import Path, path_str, show_path
+from ._scan import matches, scan
+from ._selectors import ARRAY_TYPES, Node, Selector, as_selector
+from ._walk import Stop, Walk, _call, check_callable
+
+ReplaceFn = Callable[[Path, Any, Any], Any]
+
+
+def replace(
+    tree: PyTree,
+    selector: Any,
+    fn: ReplaceFn,
+    *,
+    key: Any = None,
+    keys: Literal["path", "split"] = "path",
+    is_leaf: Callable[[Any], bool] | None = None,
+    strict: bool = True,
+    check: bool = True,
+    include_none: bool = False,
+) -> PyTree:
+    """A new tree in which every node `selector` picks is replaced by `fn(path, node, key)`.
+
+    This one call re-initialises weights, zeroes biases, masks, freezes and performs model
+    surgery, on any pytree: Equinox modules, Flax NNX modules and `nnx.State`, linen and
+    Haiku param dicts, penzai models, plain containers and custom nodes.
+
+    **Arguments:**
+
+    - `tree`: the pytree. It is never mutated (an NNX module passed in stays as it was).
+    - `selector`: which nodes: a selector, or a glob `str`, a class, or a
+      `(path, node) -> bool` callable.
+    - `fn`: `fn(path, node, key) -> new node`, called once per selected node.
+      `tw.zeros`, `tw.ones`, `tw.constant(v)`, `tw.initializer(init)` and everything in
+      `tw.init` fit here.
+    - `key`: a PRNG key (`jax.random.key(0)`, or a legacy `uint32[2]` key). Without it
+      `fn` gets `key=None`; with it every selected node gets its own independent key, of
+      the same kind as the one passed.
+    - `keys`: how the per-node keys are made. `"path"` (default): from the root key and a
+      stable hash of the node's path segments, so a node's key depends only on its path:
+      adding a layer or changing the selector changes no other node's values. `"split"`:
+      `jax.random.split(key, n)` handed out in traversal order (optax's
+      `tree_split_key_like`).
+    - `is_leaf`: as in JAX.
+    - `strict`: a selector that matches nothing is an error (`tw.NoMatchError`) listing
+      the paths that come closest. Pass `strict=False` to return the tree unchanged.
+    - `check`: an array leaf must be replaced by an array of the same shape and dtype
+      (`tw.ReplacementError` otherwise). A `jax.ShapeDtypeStruct` may become an array.
+    - `include_none`: also select `None` nodes (absent optional arrays, e.g. the bias of
+      `eqx.nn.Linear(use_bias=False)`), so that `fn` can put an array there.
+
+    **Semantics worth knowing:**
+
+    - *Boxes.* Values inside NNX `Variable`s, linen `Partitioned`/`LogicallyPartitioned`
+      and penzai `Parameter`s are seen bare by selectors and `fn`; the box is rebuilt
+      around the result with all its metadata (sharding names included).
+    - *Nesting.* When a selected node is inside another selected node, the outermost wins:
+      `fn` gets the outer node and the walk does not descend into it.
+    - *Tied weights.* An array object reached by several selected paths is passed to `fn`
+      once (with the first path and its key); every place gets the same new array, so
+      the tie survives.
+    - *Keys.* A key is made only for nodes `fn` is called on: never for `None`, nor for the
+      second path of a tie.
+    - *Batching.* `fn`s that know how to draw many same-shape leaves at once (the helpers
+      and `tw.init`) are called once per distinct shape and dtype, not once per leaf;
+      the values are the same as leaf-by-leaf calls.
+
+    **Returns:**
+
+    The new tree. Subtrees with nothing selected are the input's own objects (NNX modules
+    and variables excepted, which are always copied).
+
+    **Raises:**
+
+    `tw.NoMatchError`, `tw.ReplacementError`, `tw.CallbackError` (when `fn` raises; it
+    names the path and chains the original), `tw.ArgumentError`, `tw.PRNGKeyError`.
+
+    !!! Example
+
+        ```python
+        import equinox as eqx
+        import jax
+        import treewalk as tw
+
+        mlp = eqx.nn.MLP(4, 2, 32, 2, key=jax.random.key(0))
+        mlp = tw.replace(mlp, "**/bias", tw.zeros)
+        mlp = tw.replace(mlp, "**/weight", tw.initializer(jax.nn.initializers.lecun_normal()),
+                         key=jax.random.key(1))
+        assert all((layer.bias == 0).all() for layer in mlp.layers)
+        ```
+    """
+    sel = as_selector(selector)
+    check_callable("fn", fn)
+    if keys not in ("path", "split"):
+        raise ArgumentError(f"keys= must be 'path' or 'split'; got {keys!r}.")
+    batched = getattr(fn, "tw_batched", None)
+    if key is None and batched is None:
+        out, count = _replace_one_pass(tree, sel, fn, is_leaf, check, include_none)
+    else:
+        out, count = _replace_two_pass(tree, sel, fn, key, keys, is_leaf, check, include_none)
+    if count == 0 and strict:
+        raise NoMatchError(_no_match_message(tree, sel, is_leaf))
+    return out
+
+
+class _Apply:
+    """Calls `fn` for one selected node, with tie handling and the shape/dtype check."""
+
+    __slots__ = ("fn", "sel", "check", "ties")
+
+    def __init__(self, fn: ReplaceFn, sel: Selector, check: bool) -> None:
+        self.fn, self.sel, self.check = fn, sel, check
+        self.ties: dict[int, Any] = {}
+
+    def __call__(self, n: Node, key: Any) -> Any:
+        fn = self.fn
+        tw_call = getattr(fn, "tw_call", None)
+        if tw_call is not None:
+            new = _call(f"{fn!r} (selector {self.sel!r})", tw_call, n.path, n, key)
+        else:
+            new = _call(f"fn (selector {self.sel!r})", fn, n.path, n.path, n.node, key)
+        if self.check:
+            check_replacement(n, new, self.sel)
+        return new
+
+
+def check_replacement(n: Node, new: Any, sel: Selector) -> None:
+    old = n.node
+    if not isinstance(old, ARRAY_TYPES):
+        return
+    shape, dtype = getattr(new, "shape", None), getattr(new, "dtype", None)
+    if shape is None or dtype is None:
+        raise ReplacementError(
+            f"fn (selector {sel!r}) replaced the array at {show_path(n.path)} "
+            f"(shape {tuple(old.shape)}, dtype {old.dtype}) with a {type(new).__name__}. "
+            f"Return an array, or pass check=False if the change is intended."
+        )
+    if tuple(shape) != tuple(old.shape) or dtype != old.dtype:
+        raise ReplacementError(
+            f"fn (selector {sel!r}) changed the array at {show_path(n.path)} from "
+            f"shape {tuple(old.shape)}, dtype {old.dtype} to shape {tuple(shape)}, dtype "
+            f"{dtype}. Return an array of the same shape and dtype (e.g. "
+            f"`.astype(x.dtype)`), or pass check=False if the change is intended."
+        )
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, ARRAY_TYPES)
+
+
+def _replace_one_pass(tree: Any, sel: Selector, fn: ReplaceFn, is_leaf: Any, check: bool,
+                      include_none: bool) -> tuple[Any, int]:
+    apply = _Apply(fn, sel, check)
+    ties = apply.ties
+    count = 0
+    match = sel.match
+
+    def visit(n: Node) -> Any:
+        nonlocal count
+        node = n.node
+        if (node is None and not include_none) or not match(n):
+            return node
+        count += 1
+        if _is_array(node):
+            i = id(node)
+            if i in ties:
+                return Stop(ties[i])
+            new = ties[i] = apply(n, None)
+            return Stop(new)
+        return Stop(apply(n, None))
+
+    out = scan(visit, is_leaf=is_leaf, rebuild=True)(tree)
+    return out, count
+
+
+def _replace_two_pass(tree: Any, sel: Selector, fn: ReplaceFn, key: Any, policy: str,
+                      is_leaf: Any, check: bool, include_none: bool) -> tuple[Any, int]:
+    # Pass 1: find the selected nodes and the order in which the rebuild will meet them.
+    hits: list[Node] = []
+    visits: list[int] = []
+    counter = 0
+
+    def visit(n: Node) -> Any:
+        nonlocal counter
+        counter += 1
+        node = n.node
+        if (node is not None or include_none) and sel.match(n):
+            hits.append(n)
+            visits.append(counter)
+            return Stop(node)
+        return node
+
+    scan(visit, is_leaf=is_leaf)(tree)
+    if not hits:
+        return tree, 0
+
+    # Ties: the same array object at several selected paths is computed once.
+    first: dict[int, int] = {}
+    owner = list(range(len(hits)))
+    for i, n in enumerate(hits):
+        if _is_array(n.node):
+            owner[i] = first.setdefault(id(n.node), i)
+    todo = [i for i in range(len(hits)) if owner[i] == i]
+
+    # Keys, one vectorised derivation for all of them.
+    legacy = False
+    key_arr = None
+    if key is not None:
+        typed, legacy = as_typed_key(key)
+        if policy == "path":
+            key_arr = path_keys(typed, [hits[i].segs for i in todo])
+        else:
+            key_arr = split_keys(typed, len(todo))
+
+    results = _compute(hits, todo, key_arr, legacy, fn, sel, check)
+    new = [results[owner[i]] for i in range(len(hits))]
+
+    # Pass 2: rebuild, meeting the selected nodes at the same visit numbers.
+    it = iter(zip(visits, new, strict=True))
+    nxt = next(it)
+    counter = 0
+
+    def pre(path: Path, node: Any, ctx: Any) -> Any:
+        nonlocal counter, nxt
+        counter += 1
+        if counter == nxt[0]:
+            out = nxt[1]
+            nxt = next(it, (0, None))
+            return Stop(out)
+        return node, ctx
+
+    out = Walk(pre, is_leaf=is_leaf, transparent=True)(tree)
+    return out, len(hits)
+
+
+def _compute(hits: list[Node], todo: list[int], key_arr: Any, legacy: bool, fn: ReplaceFn,
+             sel: Selector, check: bool) -> dict[int, Any]:
+    """`fn`'s result for every node in `todo`, batched by shape and dtype where `fn` can."""
+    apply = _Apply(fn, sel, check)
+    results: dict[int, Any] = {}
+    batched = getattr(fn, "tw_batched", None)
+    rest = list(range(len(todo)))  # positions in todo (and in key_arr)
+    if batched is not None:
+        signature = getattr(fn, "tw_signature", batch_signature)
+        groups: dict[Any, list[int]] = {}
+        for j, i in enumerate(todo):
+            sig = _call(f"{fn!r} (selector {sel!r})", signature, hits[i].path, hits[i])
+            if sig is not None:
+                groups.setdefault(sig, []).append(j)
+        grouped: set[int] = set()
+        for sig, js in groups.items():
+            if len(js) < 2:
+                continue
+            grouped.update(js)
+            ks = None
+            if key_arr is not None:
+                contiguous = js[-1] - js[0] + 1 == len(js)
+                ks = key_arr[js[0]: js[-1] + 1] if contiguous else key_arr[jnp.asarray(js)]
+            nodes = [hits[todo[j]] for j in js]
+            stacked = _call(f"{fn!r} (selector {sel!r})", batched, nodes[0].path, nodes, ks, sig)
+            for j, value in zip(js, list(stacked), strict=True):
+                results[todo[j]] = value
+        rest = [j for j in range(len(todo)) if j not in grouped]
+    if rest:
+        key_list: list[Any] = [None] * len(todo)
+        if key_arr is not None:
+            ks = key_arr if len(rest) == len(todo) else key_arr[jnp.asarray(rest)]
+            if legacy:
+                ks = jax.random.key_data(ks)
+            for j, k in zip(rest, list(ks), strict=True):
+                key_list[j] = k
+        for j in rest:
+            i = todo[j]
+            results[i] = apply(hits[i], key_list[j])
+    return results
+
+
+def batch_signature(n: Node) -> tuple[Any, Any] | None:
+    """`(shape, dtype)` if the node can be drawn in a batch with others like it, else `None`.
+
+    Arrays spread over several devices are not batched: stacking them would gather them.
+    """
+    node = n.node
+    if not isinstance(node, ARRAY_TYPES):
+        return None
+    sharding = getattr(node, "sharding", None)
+    if sharding is not None and not _single_device(sharding):
+        return None
+    return tuple(node.shape), node.dtype
+
+
+def _single_device(sharding: Any) -> bool:
+    try:
+        return len(sharding.device_set) == 1
+    except Exception:
+        return False
+
+
+def _no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
+    from ._selectors import everything
+
+    all_paths = [path_str(n.path) for n in matches(tree, everything, is_leaf=is_leaf)]
+    all_paths = [p for p in dict.fromkeys(all_paths) if p]
+    target = repr(sel)
+    for q in ("glob(", "regex(", "name("):
+        if target.startswith(q):
+            target = target[len(q):].strip(")'\"")
+    close = difflib.get_close_matches(target, all_paths, n=5, cutoff=0.0)
+    shown = ", ".join(repr(p) for p in close) if close else "(the tree has no paths)"
+    return (
+        f"selector {sel!r} matched nothing ({len(all_paths)} paths in the tree). "
+        f"Closest paths: {shown}. Fix the selector (globs are anchored at the root: "
+        f"'**/bias' is any bias, 'bias' only a top-level one), or pass strict=False to "
+        f"allow an empty selection."
+    )

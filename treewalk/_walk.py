@@ -1,0 +1,240 @@
+"""The one recursion under every treewalk call, and the two public walks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._errors import ArgumentError, CallbackError
+from ._frameworks import registry, unbox
+from ._path import BoxKey, Path, segment, show_path
+
+# Types that are always JAX leaves: no need to ask JAX whether they have children.
+_LEAF_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, np.generic, float, int, complex, str)
+
+Fn = Callable[[Path, Any], Any]
+
+
+def children(node: Any) -> tuple[list[tuple[Any, Any]], Any] | None:
+    """`([(key entry, child), ...], treedef)` of an internal node, or `None` for a leaf.
+
+    Built on `tree_flatten_with_path` (not `flatten_one_level_with_keys`, which names every
+    field of a namedtuple after its first one).
+    """
+    if isinstance(node, _LEAF_TYPES):
+        return None
+    entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    if len(entries) == 1 and not entries[0][0]:
+        return None
+    return [(path[0], child) for path, child in entries], treedef
+
+
+def _call(what: str, f: Callable[..., Any], path: Path, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except Exception as e:
+        if isinstance(e, CallbackError):
+            raise
+        raise CallbackError(
+            f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}"
+        ) from e
+
+
+def check_callable(name: str, f: Any, *, optional: bool = False) -> None:
+    if f is None and optional:
+        return
+    if not callable(f):
+        raise ArgumentError(
+            f"`{name}` must be callable, got {type(f).__name__}: {f!r:.80}. "
+            f"Pass a function, e.g. `{name}=lambda path, node: ...`."
+        )
+
+
+class Walk:
+    """One recursion, configured by its hooks. Each hook also gets a context value, `ctx`,
+    which `pre` may change for the node's children (selectors use it for ancestry).
+
+    - `pre(path, node, ctx) -> (node, ctx) | Stop`: called before descending; the walk
+      descends into the node it returns. A `Stop(node)` means: use this node as it is.
+    - `leaf(path, node, ctx) -> node`: called on leaves only, between `pre` and `post`.
+    - `post(path, node, ctx) -> node`: called on the node after its children were rebuilt.
+    - `is_leaf(node)`, `exclude(path, node)`: as in `prewalk`.
+    - `transparent`: look through boxes (NNX `Variable`, linen `Partitioned`, penzai
+      variables): the hooks never see a box, only the value inside it, at the box's path
+      plus a `BoxKey` entry. The box is in `walk.box` while `pre` runs on that value.
+    - `rebuild=False` visits without building anything (a query).
+
+    Subtrees nothing changed are returned as the same objects, except mutable nodes
+    (NNX modules and variables), which are always rebuilt so input and output never share
+    them.
+    """
+
+    def __init__(
+        self,
+        pre: Callable[[Path, Any, Any], Any] | None = None,
+        post: Callable[[Path, Any, Any], Any] | None = None,
+        *,
+        leaf: Callable[[Path, Any, Any], Any] | None = None,
+        is_leaf: Callable[[Any], bool] | None = None,
+        exclude: Fn | None = None,
+        transparent: bool = False,
+        rebuild: bool = True,
+    ) -> None:
+        check_callable("is_leaf", is_leaf, optional=True)
+        check_callable("exclude", exclude, optional=True)
+        reg = registry.refresh()
+        pytree_boxes = reg.pytree_boxes
+        boxes = reg.boxes if transparent else ()
+        leaf_boxes = reg.leaf_boxes if transparent else ()
+        always_new = reg.mutable + leaf_boxes
+        leaf_types = _LEAF_TYPES
+        self.box: Any = None
+        walk = self
+
+        def go(path: Path, node: Any, ctx: Any) -> Any:
+            if exclude is not None and _call("exclude", exclude, path, path, node):
+                return node
+            if boxes and isinstance(node, boxes):
+                return open_box(path, node, ctx)
+            if pre is not None:
+                r = pre(path, node, ctx)
+                if type(r) is Stop:
+                    return r.node
+                node, ctx = r
+            if is_leaf is not None and _call("is_leaf", is_leaf, path, node):
+                kids = None
+            elif isinstance(node, leaf_types):
+                kids = None
+            else:
+                kids = children(node)
+            if kids is None:
+                if leaf is not None:
+                    node = leaf(path, node, ctx)
+            else:
+                entries, treedef = kids
+                if pytree_boxes and isinstance(node, pytree_boxes):
+                    entries = [(BoxKey(k.name), c) for k, c in entries]
+                new = [go((*path, k), c, ctx) for k, c in entries]
+                if rebuild and (isinstance(node, always_new) or any(
+                    n is not c for n, (_, c) in zip(new, entries, strict=True)
+                )):
+                    node = treedef.unflatten(new)
+            if post is not None:
+                node = post(path, node, ctx)
+            return node
+
+        def open_box(path: Path, box: Any, ctx: Any) -> Any:
+            name, inner, rebox = unbox(box, () if isinstance(box, leaf_boxes) else pytree_boxes)
+            outermost = walk.box is None
+            if outermost:
+                walk.box = box
+            try:
+                new = go((*path, BoxKey(name)), inner, ctx)
+            finally:
+                if outermost:
+                    walk.box = None
+            if not rebuild or (new is inner and not isinstance(box, always_new)):
+                return box
+            return rebox(new)
+
+        self.go = go
+
+    def __call__(self, tree: Any, ctx: Any = None) -> Any:
+        return self.go((), tree, ctx)
+
+
+class Stop:
+    """Returned by a `pre` hook: use this node as it is and do not descend into it."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+
+def _pre(fn: Fn) -> Callable[[Path, Any, Any], Any]:
+    check_callable("fn", fn)
+    return lambda path, node, ctx: (_call("fn", fn, path, path, node), ctx)
+
+
+def _post(fn: Fn) -> Callable[[Path, Any, Any], Any]:
+    check_callable("fn", fn)
+    return lambda path, node, ctx: _call("fn", fn, path, path, node)
+
+
+def prewalk(
+    fn: Callable[[Path, Any], Any],
+    tree: Any,
+    *,
+    is_leaf: Callable[[Any], bool] | None = None,
+    exclude: Callable[[Path, Any], bool] | None = None,
+) -> Any:
+    """Rebuild `tree` top-down: `fn(path, node)` on every node, then descend into its result.
+
+    Every node is visited, internal nodes and leaves alike, the root (path `()`) first;
+    `None` children and empty containers are nodes too, and keep their place.
+    Paths are JAX key paths; the entry of a value inside a box (NNX `Variable`, linen
+    `Partitioned`) is a `tw.BoxKey`, which `path_str` leaves out.
+
+    **Arguments:**
+
+    - `fn`: `fn(path, node) -> node`. Whatever it returns is descended into.
+    - `tree`: any pytree.
+    - `is_leaf`: as in JAX: `is_leaf(node)` true stops flattening there and `fn` sees the
+      node as a leaf.
+    - `exclude`: `exclude(path, node)` true returns that subtree untouched (the same object);
+      `fn` is called neither on it nor on anything inside it.
+
+    **Returns:**
+
+    The rebuilt tree. Subtrees in which nothing changed are the input's own objects (Flax
+    NNX modules and variables excepted: they are always rebuilt, so the input is never
+    shared with the output).
+
+    **Raises:**
+
+    `tw.CallbackError` naming the path if `fn`, `is_leaf` or `exclude` raises; the input is
+    left as it was. `tw.ArgumentError` if `fn` is not callable.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        seen = []
+        tw.prewalk(lambda p, x: seen.append(tw.path_str(p)) or x, {"a": [1, 2]})
+        assert seen == ["", "a", "a/0", "a/1"]
+        ```
+    """
+    return Walk(pre=_pre(fn), is_leaf=is_leaf, exclude=exclude)(tree)
+
+
+def postwalk(
+    fn: Callable[[Path, Any], Any],
+    tree: Any,
+    *,
+    is_leaf: Callable[[Any], bool] | None = None,
+    exclude: Callable[[Path, Any], bool] | None = None,
+) -> Any:
+    """Rebuild `tree` bottom-up: children first, then `fn(path, node)` on the rebuilt node.
+
+    Arguments, return value and errors are as for [`tw.prewalk`][treewalk.prewalk]; the
+    only difference is the order: a node's `fn` runs after its children's, and sees the
+    node rebuilt from their results. The root is visited last.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        # Count leaves bottom-up: every container becomes the sum of its children.
+        count = tw.postwalk(
+            lambda p, x: sum(x) if isinstance(x, list) else 1, [[0, 0], [0]]
+        )
+        assert count == 3
+        ```
+    """
+    return Walk(post=_post(fn), is_leaf=is_leaf, exclude=exclude)(tree)
