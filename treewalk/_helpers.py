@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from ._errors import ArgumentError, InitError
 from ._path import Path, show_path
@@ -28,7 +29,7 @@ def _shape_dtype(path: Path, node: Any, what: str) -> tuple[tuple[int, ...], Any
 def _place(x: jax.Array, node: Any) -> jax.Array:
     """Put `x` where `node` lives when `node` is spread over several devices."""
     sharding = getattr(node, "sharding", None)
-    if sharding is None or isinstance(x, jax.core.Tracer):
+    if sharding is None or isinstance(x, Tracer):
         return x
     try:
         if len(sharding.device_set) == 1:

@@ -16,8 +16,9 @@ from ._walk import children
 IsLeaf = Callable[[Any], bool] | None
 
 
-def select(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None,
-           include_none: bool = False) -> list[tuple[Path, Any]]:
+def select(
+    tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, include_none: bool = False
+) -> list[tuple[Path, Any]]:
     """Every node `selector` matches, as `(path, node)` pairs in traversal order.
 
     Internal nodes are included (a selector may match a whole layer), and so are nodes
@@ -48,12 +49,14 @@ def select(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None,
         ```
     """
     sel = as_selector(selector)
-    return [(n.path, n.node) for n in matches(tree, sel, is_leaf=is_leaf,
-                                              include_none=include_none)]
+    return [
+        (n.path, n.node) for n in matches(tree, sel, is_leaf=is_leaf, include_none=include_none)
+    ]
 
 
-def paths(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None,
-          include_none: bool = False) -> list[Path]:
+def paths(
+    tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, include_none: bool = False
+) -> list[Path]:
     """The paths of [`tw.select`][treewalk.select], without the nodes.
 
     !!! Example
@@ -116,8 +119,9 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     return where_fn
 
 
-def _leaf_values(tree: Any, hit: Callable[[Node, Any], Any], leaf: Callable[[Node], Any],
-                 is_leaf: IsLeaf) -> Any:
+def _leaf_values(
+    tree: Any, hit: Callable[[Node, Any], Any], leaf: Callable[[Node], Any], is_leaf: IsLeaf
+) -> Any:
     """Rebuild `tree` with every leaf replaced by `leaf(n)`, where each node first gets
     `n.hit = hit(n, parent's hit)` (the parent of the root has hit `None`)."""
 
@@ -164,8 +168,9 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
     )
 
 
-def labels(tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None,
-           is_leaf: IsLeaf = None) -> PyTree:
+def labels(
+    tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None, is_leaf: IsLeaf = None
+) -> PyTree:
     """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
 
     Each leaf gets the label whose selector matches it (or a node above it). A leaf that
@@ -200,7 +205,9 @@ def labels(tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None,
             f"labels takes a non-empty mapping {{label: selector}}; got {type(spec).__name__}. "
             f"For example tw.labels(params, {{'decay': '**/kernel', 'no_decay': '**/bias'}})."
         )
-    sels = [(lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()]
+    sels = [
+        (lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()
+    ]
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
@@ -233,5 +240,3 @@ def labels(tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None,
             f"pass default=<label>. Labels: {', '.join(repr(lab) for lab, _ in sels)}."
         )
     return out
-
-

@@ -161,8 +161,9 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, ARRAY_TYPES)
 
 
-def _replace_one_pass(tree: Any, sel: Selector, fn: ReplaceFn, is_leaf: Any, check: bool,
-                      include_none: bool) -> tuple[Any, int]:
+def _replace_one_pass(
+    tree: Any, sel: Selector, fn: ReplaceFn, is_leaf: Any, check: bool, include_none: bool
+) -> tuple[Any, int]:
     apply = _Apply(fn, sel, check)
     ties = apply.ties
     count = 0
@@ -186,8 +187,16 @@ def _replace_one_pass(tree: Any, sel: Selector, fn: ReplaceFn, is_leaf: Any, che
     return out, count
 
 
-def _replace_two_pass(tree: Any, sel: Selector, fn: ReplaceFn, key: Any, policy: str,
-                      is_leaf: Any, check: bool, include_none: bool) -> tuple[Any, int]:
+def _replace_two_pass(
+    tree: Any,
+    sel: Selector,
+    fn: ReplaceFn,
+    key: Any,
+    policy: str,
+    is_leaf: Any,
+    check: bool,
+    include_none: bool,
+) -> tuple[Any, int]:
     # Pass 1: find the selected nodes and the order in which the rebuild will meet them.
     hits: list[Node] = []
     visits: list[int] = []
@@ -246,8 +255,15 @@ def _replace_two_pass(tree: Any, sel: Selector, fn: ReplaceFn, key: Any, policy:
     return out, len(hits)
 
 
-def _compute(hits: list[Node], todo: list[int], key_arr: Any, legacy: bool, fn: ReplaceFn,
-             sel: Selector, check: bool) -> dict[int, Any]:
+def _compute(
+    hits: list[Node],
+    todo: list[int],
+    key_arr: Any,
+    legacy: bool,
+    fn: ReplaceFn,
+    sel: Selector,
+    check: bool,
+) -> dict[int, Any]:
     """`fn`'s result for every node in `todo`, batched by shape and dtype where `fn` can."""
     apply = _Apply(fn, sel, check)
     results: dict[int, Any] = {}
@@ -268,7 +284,7 @@ def _compute(hits: list[Node], todo: list[int], key_arr: Any, legacy: bool, fn: 
             ks = None
             if key_arr is not None:
                 contiguous = js[-1] - js[0] + 1 == len(js)
-                ks = key_arr[js[0]: js[-1] + 1] if contiguous else key_arr[jnp.asarray(js)]
+                ks = key_arr[js[0] : js[-1] + 1] if contiguous else key_arr[jnp.asarray(js)]
             nodes = [hits[todo[j]] for j in js]
             stacked = _call(f"{fn!r} (selector {sel!r})", batched, nodes[0].path, nodes, ks, sig)
             for j, value in zip(js, list(stacked), strict=True):
@@ -317,7 +333,7 @@ def _no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
     target = repr(sel)
     for q in ("glob(", "regex(", "name("):
         if target.startswith(q):
-            target = target[len(q):].strip(")'\"")
+            target = target[len(q) :].strip(")'\"")
     close = difflib.get_close_matches(target, all_paths, n=5, cutoff=0.0)
     shown = ", ".join(repr(p) for p in close) if close else "(the tree has no paths)"
     return (

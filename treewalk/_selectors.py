@@ -44,7 +44,7 @@ class Node:
                 segs = path_segments(self.path)
             else:
                 segs = parent.segs
-                for entry in self.path[len(parent.path):]:
+                for entry in self.path[len(parent.path) :]:
                     s = segment(entry)
                     if s is not None:
                         segs = (*segs, s)
@@ -363,7 +363,9 @@ class of_type(Selector):
 
     def __init__(self, *types: type) -> None:
         if not types:
-            raise SelectorError("tw.of_type() needs at least one type, e.g. of_type(eqx.nn.Linear).")
+            raise SelectorError(
+                "tw.of_type() needs at least one type, e.g. of_type(eqx.nn.Linear)."
+            )
         bad = [t for t in types if not isinstance(t, type)]
         if bad:
             raise SelectorError(
@@ -401,9 +403,11 @@ class predicate(Selector):
 
     __slots__ = ("fn",)
 
-    def __init__(self, fn: Callable[[Path, Any], bool]) -> None:
+    def __init__(self, fn: Callable[[Path, Any], Any]) -> None:
         if not callable(fn):
-            raise SelectorError(f"tw.predicate takes a callable (path, node) -> bool; got {fn!r:.60}.")
+            raise SelectorError(
+                f"tw.predicate takes a callable (path, node) -> bool; got {fn!r:.60}."
+            )
         self._init(fn=fn)
 
     def match(self, n: Node) -> bool:

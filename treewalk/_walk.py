@@ -10,7 +10,7 @@ import numpy as np
 
 from ._errors import ArgumentError, CallbackError
 from ._frameworks import registry, unbox
-from ._path import BoxKey, Path, segment, show_path
+from ._path import BoxKey, Path, show_path
 
 # Types that are always JAX leaves: no need to ask JAX whether they have children.
 _LEAF_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, np.generic, float, int, complex, str)
@@ -118,9 +118,10 @@ class Walk:
                 if pytree_boxes and isinstance(node, pytree_boxes):
                     entries = [(BoxKey(k.name), c) for k, c in entries]
                 new = [go((*path, k), c, ctx) for k, c in entries]
-                if rebuild and (isinstance(node, always_new) or any(
-                    n is not c for n, (_, c) in zip(new, entries, strict=True)
-                )):
+                if rebuild and (
+                    isinstance(node, always_new)
+                    or any(n is not c for n, (_, c) in zip(new, entries, strict=True))
+                ):
                     node = treedef.unflatten(new)
             if post is not None:
                 node = post(path, node, ctx)

@@ -1,3 +1,4 @@
 """Layout-aware initialisers for `tw.replace` (filled in by the init issue)."""
 
-from ._helpers import ones as ones, zeros as zeros
+from ._helpers import ones as ones
+from ._helpers import zeros as zeros
