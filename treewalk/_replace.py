@@ -106,6 +106,11 @@ def replace(
     check_callable("fn", fn)
     if keys not in ("path", "split"):
         raise ArgumentError(f"keys= must be 'path' or 'split'; got {keys!r}.")
+    if key is None and getattr(fn, "needs_key", False):
+        raise ArgumentError(
+            f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
+            f"tw.replace (selector {sel!r})."
+        )
     batched = getattr(fn, "tw_batched", None)
     if key is None and batched is None:
         out, count = _replace_one_pass(tree, sel, fn, is_leaf, check, include_none)

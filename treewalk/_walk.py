@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._errors import ArgumentError, CallbackError
+from ._errors import ArgumentError, CallbackError, TreewalkError
 from ._frameworks import registry, unbox
 from ._path import BoxKey, Path, show_path
 
@@ -36,7 +36,7 @@ def _call(what: str, f: Callable[..., Any], path: Path, *args: Any) -> Any:
     try:
         return f(*args)
     except Exception as e:
-        if isinstance(e, CallbackError):
+        if isinstance(e, TreewalkError):  # ours already name the path
             raise
         raise CallbackError(
             f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}"
