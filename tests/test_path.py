@@ -9,8 +9,11 @@ import treewalk as tw
     "path, segments, text",
     [
         ((), (), ""),
-        ((DictKey("encoder"), SequenceKey(0), GetAttrKey("bias")), ("encoder", 0, "bias"),
-         "encoder/0/bias"),
+        (
+            (DictKey("encoder"), SequenceKey(0), GetAttrKey("bias")),
+            ("encoder", 0, "bias"),
+            "encoder/0/bias",
+        ),
         ((DictKey(3),), (3,), "3"),
         ((DictKey((1, 2)),), ("(1, 2)",), "(1, 2)"),
         ((FlattenedIndexKey(2),), (2,), "2"),

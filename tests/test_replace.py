@@ -76,8 +76,11 @@ def test_none_is_skipped_and_gets_no_key():
 
 def test_check_shape_and_dtype():
     tree = {"enc": {"w": jnp.ones((2, 3))}}
-    with pytest.raises(tw.ReplacementError, match=r"'enc/w' from shape \(2, 3\), dtype float32 "
-                       r"to shape \(3,\), dtype float32"):
+    with pytest.raises(
+        tw.ReplacementError,
+        match=r"'enc/w' from shape \(2, 3\), dtype float32 "
+        r"to shape \(3,\), dtype float32",
+    ):
         tw.replace(tree, "**/w", lambda p, x, k: jnp.ones(3))
     with pytest.raises(tw.ReplacementError, match="dtype int32"):
         tw.replace(tree, "**/w", lambda p, x, k: x.astype(jnp.int32))
@@ -88,8 +91,11 @@ def test_check_shape_and_dtype():
 
 def test_strict_names_the_selector_and_close_paths():
     tree = layers(2)
-    with pytest.raises(tw.NoMatchError, match=r"selector glob\('\*\*/biass'\) matched nothing.*"
-                       r"Closest paths: 'layer_[01]/bias'"):
+    with pytest.raises(
+        tw.NoMatchError,
+        match=r"selector glob\('\*\*/biass'\) matched nothing.*"
+        r"Closest paths: 'layer_[01]/bias'",
+    ):
         tw.replace(tree, "**/biass", tw.zeros)
     assert tw.replace(tree, "**/biass", tw.zeros, strict=False) is tree
 
@@ -107,8 +113,9 @@ def test_ties_survive():
     assert calls == ["embed", "other"]
     assert out["embed"] is out["unembed"]
     assert not (out["other"] == out["embed"]).all()
-    out = tw.replace(tree, tw.arrays, tw.initializer(jax.nn.initializers.normal()),
-                     key=jax.random.key(0))
+    out = tw.replace(
+        tree, tw.arrays, tw.initializer(jax.nn.initializers.normal()), key=jax.random.key(0)
+    )
     assert out["embed"] is out["unembed"]
     out = tw.replace(tree, tw.arrays, lambda p, x, k: x + 1)  # the one-pass path
     assert out["embed"] is out["unembed"]
@@ -135,7 +142,9 @@ def test_split_policy_is_split_in_traversal_order():
     tree = layers(2)
     out = tw.replace(tree, tw.arrays, normal, key=jax.random.key(0), keys="split")
     keys = list(jax.random.split(jax.random.key(0), 4))
-    expected = [jax.random.normal(k, x.shape) for k, x in zip(keys, jax.tree_util.tree_leaves(tree))]
+    expected = [
+        jax.random.normal(k, x.shape) for k, x in zip(keys, jax.tree_util.tree_leaves(tree))
+    ]
     for got, want in zip(jax.tree_util.tree_leaves(out), expected, strict=True):
         assert (got == want).all()
 
@@ -168,8 +177,9 @@ def test_batched_draws_equal_leaf_by_leaf_draws():
     key = jax.random.key(3)
     for policy in ("path", "split"):
         batched = tw.replace(tree, tw.arrays, tw.initializer(init), key=key, keys=policy)
-        single = tw.replace(tree, tw.arrays, lambda p, x, k: init(k, x.shape, x.dtype), key=key,
-                            keys=policy)
+        single = tw.replace(
+            tree, tw.arrays, lambda p, x, k: init(k, x.shape, x.dtype), key=key, keys=policy
+        )
         assert trees_equal(batched, single)
 
 
@@ -183,8 +193,11 @@ def test_fn_that_raises_leaves_input_untouched_and_names_the_path():
         x[...] = 5  # even an fn that mutates what it is given sees... the input array: don't.
         return x
 
-    with pytest.raises(tw.CallbackError, match=r"fn \(selector arrays\) raised RuntimeError at path"
-                       r" 'b/c': no"):
+    with pytest.raises(
+        tw.CallbackError,
+        match=r"fn \(selector arrays\) raised RuntimeError at path"
+        r" 'b/c': no",
+    ):
         tw.replace(tree, tw.arrays, lambda p, x, k: fn(p, x.copy(), k), key=jax.random.key(0))
     assert trees_equal(tree, before)
 
@@ -212,8 +225,9 @@ def test_under_jit_vmap_and_grad():
 def test_abstract_leaves_are_materialised():
     abstract = jax.eval_shape(lambda: layers(3))
     assert isinstance(abstract["layer_0"]["w"], jax.ShapeDtypeStruct)
-    out = tw.replace(abstract, tw.arrays, tw.initializer(jax.nn.initializers.normal()),
-                     key=jax.random.key(0))
+    out = tw.replace(
+        abstract, tw.arrays, tw.initializer(jax.nn.initializers.normal()), key=jax.random.key(0)
+    )
     out = tw.replace(out, "**/bias", tw.zeros)
     assert isinstance(out["layer_1"]["w"], jax.Array) and out["layer_1"]["w"].shape == (3, 3)
     assert (out["layer_1"]["bias"] == 0).all()
@@ -288,6 +302,7 @@ def test_path_keys_unchanged_by_inserting_an_unrelated_subtree(tree, other):
 
     key = jax.random.key(1)
     a = tw.replace({"model": tree}, tw.arrays, draw, key=key, strict=False)
-    b = tw.replace({"model": tree, "zz_extra": Keyed(other, 1)}, tw.arrays, draw, key=key,
-                   strict=False)
+    b = tw.replace(
+        {"model": tree, "zz_extra": Keyed(other, 1)}, tw.arrays, draw, key=key, strict=False
+    )
     assert trees_equal(a["model"], b["model"])

@@ -89,7 +89,9 @@ def test_none_and_empty_containers_keep_their_place():
     tree = {"a": None, "b": [], "c": {}, "d": (None, 1), "e": Pair(None, [])}
     out, seen = record(tw.prewalk, tree)
     assert out == tree
-    assert ("a" in [tw.path_str(p) for p, _ in seen]) and ("d/0" in [tw.path_str(p) for p, _ in seen])
+    assert ("a" in [tw.path_str(p) for p, _ in seen]) and (
+        "d/0" in [tw.path_str(p) for p, _ in seen]
+    )
     out = tw.postwalk(lambda p, x: x + 1 if isinstance(x, int) else x, tree)
     assert out == {"a": None, "b": [], "c": {}, "d": (None, 2), "e": Pair(None, [])}
 
@@ -124,7 +126,9 @@ def test_is_leaf_stops_flattening():
 def test_custom_nodes_rebuild():
     tree = Pair(Keyed(jnp.ones(2), None), Unkeyed(1, [2]))
     out = tw.postwalk(lambda p, x: x + 1 if isinstance(x, int) else x, tree)
-    assert isinstance(out, Pair) and isinstance(out.first, Keyed) and isinstance(out.second, Unkeyed)
+    assert (
+        isinstance(out, Pair) and isinstance(out.first, Keyed) and isinstance(out.second, Unkeyed)
+    )
     assert out.second.items == (2, [3])
 
 

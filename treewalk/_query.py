@@ -119,22 +119,18 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     return where_fn
 
 
-def _leaf_values(
-    tree: Any, hit: Callable[[Node, Any], Any], leaf: Callable[[Node], Any], is_leaf: IsLeaf
-) -> Any:
-    """Rebuild `tree` with every leaf replaced by `leaf(n)`, where each node first gets
-    `n.hit = hit(n, parent's hit)` (the parent of the root has hit `None`)."""
-
-    def visit(n: Node) -> Any:
-        n.hit = hit(n, None if n.parent is None else n.parent.hit)  # type: ignore[attr-defined]
-        return n.node
-
-    return scan(visit, leaf=leaf, is_leaf=is_leaf, rebuild=True)(tree)
+def _leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
+    """Rebuild `tree` with every leaf (looking through boxes) replaced by `leaf(n)`."""
+    return scan(lambda n: n.node, leaf=leaf, is_leaf=is_leaf, rebuild=True)(tree)
 
 
 def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]:
-    """A pytree of `bool` with `tree`'s structure: `True` at leaves `selector` matches,
-    and at every leaf inside a node it matches (a selected layer masks all its arrays).
+    """A pytree of `bool` with `tree`'s structure: `True` exactly at the leaves `selector`
+    matches.
+
+    The selector is asked about leaves only, so `~tw.name("bias")` means "every leaf but the
+    biases". To mask everything inside a layer, say so: `tw.inside(tw.of_type(LayerNorm))`
+    (a bare `tw.of_type(LayerNorm)` matches the layer, which is not a leaf).
 
     Boxes are kept (an NNX `State` mask holds `Param`s of `bool`), so the mask has the
     same treedef as the tree and works with `optax.masked`, `eqx.filter` and
@@ -160,12 +156,7 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
         ```
     """
     sel = as_selector(selector)
-    return _leaf_values(
-        tree,
-        lambda n, above: bool(above) or sel.match(n),
-        lambda n: n.hit,  # type: ignore[attr-defined]
-        is_leaf,
-    )
+    return _leaf_values(tree, sel.match, is_leaf)
 
 
 def labels(
@@ -173,8 +164,10 @@ def labels(
 ) -> PyTree:
     """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
 
-    Each leaf gets the label whose selector matches it (or a node above it). A leaf that
-    two labels claim is an error; so is a leaf no label claims when `default` is `None`.
+    Each leaf gets the label whose selector matches it. As in [`tw.mask`][treewalk.mask],
+    selectors are asked about leaves only (use `tw.inside(...)` for "everything in this
+    layer"). A leaf that two labels claim is an error; so is a leaf no label claims when
+    `default` is `None`.
 
     **Arguments:**
 
@@ -211,12 +204,8 @@ def labels(
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
-    def hit(n: Node, above: tuple[Any, ...] | None) -> tuple[Any, ...]:
-        own = tuple(lab for lab, s in sels if s.match(n))
-        return own + above if above else own
-
     def leaf(n: Node) -> Any:
-        labs = n.hit  # type: ignore[attr-defined]
+        labs = [lab for lab, s in sels if s.match(n)]
         if len(labs) == 1:
             return labs[0]
         if not labs:
@@ -226,7 +215,7 @@ def labels(
         conflicts.append(f"{show_path(n.path)} (labels {', '.join(map(repr, labs))})")
         return labs[0]
 
-    out = _leaf_values(tree, hit, leaf, is_leaf)
+    out = _leaf_values(tree, leaf, is_leaf)
     if conflicts:
         raise LabelError(
             f"{len(conflicts)} leaves are claimed by more than one label: "

@@ -19,7 +19,7 @@ class Node:
     """What a selector sees of one node: its path, value, the box around it (if any) and
     its parent's `Node`. `segs` (the path's segments) is computed on first use."""
 
-    __slots__ = ("path", "node", "outer", "parent", "_segs", "hit")
+    __slots__ = ("path", "node", "outer", "parent", "_segs")
 
     def __init__(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
         self.path, self.node, self.outer, self.parent = path, node, outer, parent
