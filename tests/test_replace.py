@@ -143,7 +143,8 @@ def test_split_policy_is_split_in_traversal_order():
     out = tw.replace(tree, tw.arrays, normal, key=jax.random.key(0), keys="split")
     keys = list(jax.random.split(jax.random.key(0), 4))
     expected = [
-        jax.random.normal(k, x.shape) for k, x in zip(keys, jax.tree_util.tree_leaves(tree))
+        jax.random.normal(k, x.shape)
+        for k, x in zip(keys, jax.tree_util.tree_leaves(tree), strict=True)
     ]
     for got, want in zip(jax.tree_util.tree_leaves(out), expected, strict=True):
         assert (got == want).all()
