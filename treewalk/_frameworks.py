@@ -57,6 +57,8 @@ class _Registry:
 
     def __init__(self) -> None:
         self._n_modules = -1
+        #: Bumped whenever the known framework types change (caches keyed on types use it).
+        self.generation = 0
         self.pytree_boxes: tuple[type, ...] = ()
         self.leaf_boxes: tuple[type, ...] = ()
         self.boxes: tuple[type, ...] = ()
@@ -70,6 +72,7 @@ class _Registry:
             self.leaf_boxes = _leaf_boxes()
             self.boxes = self.pytree_boxes + self.leaf_boxes
             self.mutable = _mutable_nodes()
+            self.generation += 1
         return self
 
 

@@ -8,13 +8,15 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 from jaxtyping import PyTree
 
 from ._errors import ArgumentError, NoMatchError, ReplacementError
+from ._helpers import _place, constrain, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
 from ._path import Path, path_str, show_path
 from ._scan import matches, scan
-from ._selectors import ARRAY_TYPES, Node, Selector, as_selector
+from ._selectors import ARRAY_TYPES, Node, Selector, as_selector, is_array_type
 from ._walk import Stop, Walk, _call, check_callable
 
 ReplaceFn = Callable[[Path, Any, Any], Any]
@@ -139,7 +141,7 @@ class _Apply:
             new = _call(f"fn (selector {self.sel!r})", fn, n.path, n.path, n.node, key)
         if self.check:
             check_replacement(n, new, self.sel)
-        return new
+        return _place(new, n.node)
 
 
 def check_replacement(n: Node, new: Any, sel: Selector) -> None:
@@ -163,7 +165,7 @@ def check_replacement(n: Node, new: Any, sel: Selector) -> None:
 
 
 def _is_array(x: Any) -> bool:
-    return isinstance(x, ARRAY_TYPES)
+    return is_array_type[type(x)]
 
 
 def _replace_one_pass(
@@ -277,12 +279,16 @@ def _compute(
     if batched is not None:
         signature = getattr(fn, "tw_signature", batch_signature)
         groups: dict[Any, list[int]] = {}
+        traced = isinstance(key_arr, Tracer)
         for j, i in enumerate(todo):
             sig = _call(f"{fn!r} (selector {sel!r})", signature, hits[i].path, hits[i])
             if sig is not None:
-                groups.setdefault(sig, []).append(j)
+                # Sharded leaves are stacked only with leaves of the same layout.
+                ok, layout = stack_sharding(hits[i].node, traced)
+                if ok:
+                    groups.setdefault((sig, layout), []).append(j)
         grouped: set[int] = set()
-        for sig, js in groups.items():
+        for (sig, layout), js in groups.items():
             if len(js) < 2:
                 continue
             grouped.update(js)
@@ -292,8 +298,10 @@ def _compute(
                 ks = key_arr[js[0] : js[-1] + 1] if contiguous else key_arr[jnp.asarray(js)]
             nodes = [hits[todo[j]] for j in js]
             stacked = _call(f"{fn!r} (selector {sel!r})", batched, nodes[0].path, nodes, ks, sig)
+            if layout is not None:
+                stacked = constrain(stacked, layout)
             for j, value in zip(js, list(stacked), strict=True):
-                results[todo[j]] = value
+                results[todo[j]] = _place(value, hits[todo[j]].node)
         rest = [j for j in range(len(todo)) if j not in grouped]
     if rest:
         key_list: list[Any] = [None] * len(todo)

@@ -359,7 +359,7 @@ class of_type(Selector):
         ```
     """
 
-    __slots__ = ("types",)
+    __slots__ = ("types", "_cache")
 
     def __init__(self, *types: type) -> None:
         if not types:
@@ -372,12 +372,18 @@ class of_type(Selector):
                 f"tw.of_type takes classes; got {bad[0]!r:.60}. For a test on the node use "
                 f"tw.predicate(lambda path, node: ...)."
             )
-        self._init(types=tuple(types))
+        self._init(types=tuple(types), _cache={})
+
+    def _is(self, x: Any) -> bool:
+        # By type, cached: isinstance on Equinox modules is slow (their __getattribute__).
+        t = type(x)
+        hit = self._cache.get(t)
+        if hit is None:
+            hit = self._cache[t] = isinstance(x, self.types)
+        return hit
 
     def match(self, n: Node) -> bool:
-        return isinstance(n.node, self.types) or (
-            n.outer is not None and isinstance(n.outer, self.types)
-        )
+        return self._is(n.node) or (n.outer is not None and self._is(n.outer))
 
     def _key(self) -> tuple[Any, ...]:
         return self.types
@@ -459,6 +465,17 @@ class inside(Selector):
 ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
 
 
+class _ArrayTypes(dict[type, bool]):
+    def __missing__(self, t: type) -> bool:
+        # Tracers are `jax.Array`s by `isinstance` only, not by `issubclass`.
+        hit = self[t] = issubclass(t, ARRAY_TYPES) or issubclass(t, jax.core.Tracer)
+        return hit
+
+
+#: `is_array_type[type(x)]`: is `x` an array leaf (jax/numpy array, ShapeDtypeStruct)?
+is_array_type = _ArrayTypes()
+
+
 class _Arrays(Selector):
     """Selects array leaves: `jax.Array` (tracers included), `numpy.ndarray` and
     `jax.ShapeDtypeStruct`; not Python scalars, functions or `None`."""
@@ -466,7 +483,7 @@ class _Arrays(Selector):
     __slots__ = ()
 
     def match(self, n: Node) -> bool:
-        return isinstance(n.node, ARRAY_TYPES)
+        return is_array_type[type(n.node)]
 
     def _key(self) -> tuple[Any, ...]:
         return ()

@@ -15,6 +15,45 @@ from ._path import BoxKey, Path, show_path
 # Types that are always JAX leaves: no need to ask JAX whether they have children.
 _LEAF_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, np.generic, float, int, complex, str)
 
+# What the walk needs to know about a node, decided once per type: `isinstance` on an
+# Equinox module goes through its `__getattribute__` and ABC checks, which is slow when a
+# model has thousands of layers.
+LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE = 1, 2, 4, 8
+
+
+class TypeKinds(dict[type, int]):
+    """`kinds[type(node)]`: the flags above, computed on first sight of a type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = -1
+
+    def __missing__(self, t: type) -> int:
+        reg = registry
+        f = 0
+        if issubclass(t, _LEAF_TYPES):
+            f |= LEAF
+        if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
+            f |= PYTREE_BOX
+        if reg.leaf_boxes and issubclass(t, reg.leaf_boxes):
+            f |= LEAF_BOX
+        if reg.mutable and issubclass(t, reg.mutable):
+            f |= MUTABLE
+        self[t] = f
+        return f
+
+
+_kinds = TypeKinds()
+
+
+def type_kinds() -> TypeKinds:
+    """The per-type flags, valid for the framework types known now."""
+    registry.refresh()
+    if _kinds.generation != registry.generation:
+        _kinds.clear()
+        _kinds.generation = registry.generation
+    return _kinds
+
 Fn = Callable[[Path, Any], Any]
 
 
@@ -24,8 +63,6 @@ def children(node: Any) -> tuple[list[tuple[Any, Any]], Any] | None:
     Built on `tree_flatten_with_path` (not `flatten_one_level_with_keys`, which names every
     field of a namedtuple after its first one).
     """
-    if isinstance(node, _LEAF_TYPES):
-        return None
     entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
     if len(entries) == 1 and not entries[0][0]:
         return None
@@ -85,28 +122,29 @@ class Walk:
     ) -> None:
         check_callable("is_leaf", is_leaf, optional=True)
         check_callable("exclude", exclude, optional=True)
-        reg = registry.refresh()
-        pytree_boxes = reg.pytree_boxes
-        boxes = reg.boxes if transparent else ()
-        leaf_boxes = reg.leaf_boxes if transparent else ()
-        always_new = reg.mutable + leaf_boxes
-        leaf_types = _LEAF_TYPES
+        kinds = type_kinds()
+        pytree_boxes = registry.pytree_boxes
+        box_flags = (PYTREE_BOX | LEAF_BOX) if transparent else 0
         self.box: Any = None
         walk = self
 
         def go(path: Path, node: Any, ctx: Any) -> Any:
             if exclude is not None and _call("exclude", exclude, path, path, node):
                 return node
-            if boxes and isinstance(node, boxes):
-                return open_box(path, node, ctx)
+            f = kinds[type(node)]
+            if f & box_flags:
+                return open_box(path, node, f, ctx)
             if pre is not None:
                 r = pre(path, node, ctx)
                 if type(r) is Stop:
                     return r.node
-                node, ctx = r
+                if r[0] is not node:
+                    node = r[0]
+                    f = kinds[type(node)]
+                ctx = r[1]
             if is_leaf is not None and _call("is_leaf", is_leaf, path, node):
                 kids = None
-            elif isinstance(node, leaf_types):
+            elif f & LEAF:
                 kids = None
             else:
                 kids = children(node)
@@ -115,20 +153,19 @@ class Walk:
                     node = leaf(path, node, ctx)
             else:
                 entries, treedef = kids
-                if pytree_boxes and isinstance(node, pytree_boxes):
+                if f & PYTREE_BOX:
                     entries = [(BoxKey(k.name), c) for k, c in entries]
                 new = [go((*path, k), c, ctx) for k, c in entries]
                 if rebuild and (
-                    isinstance(node, always_new)
-                    or any(n is not c for n, (_, c) in zip(new, entries, strict=True))
+                    f & MUTABLE or any(n is not c for n, (_, c) in zip(new, entries, strict=True))
                 ):
                     node = treedef.unflatten(new)
             if post is not None:
                 node = post(path, node, ctx)
             return node
 
-        def open_box(path: Path, box: Any, ctx: Any) -> Any:
-            name, inner, rebox = unbox(box, () if isinstance(box, leaf_boxes) else pytree_boxes)
+        def open_box(path: Path, box: Any, f: int, ctx: Any) -> Any:
+            name, inner, rebox = unbox(box, () if f & LEAF_BOX else pytree_boxes)
             outermost = walk.box is None
             if outermost:
                 walk.box = box
@@ -137,7 +174,7 @@ class Walk:
             finally:
                 if outermost:
                     walk.box = None
-            if not rebuild or (new is inner and not isinstance(box, always_new)):
+            if not rebuild or (new is inner and not f & (MUTABLE | LEAF_BOX)):
                 return box
             return rebox(new)
 
