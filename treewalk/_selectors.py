@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.core import Tracer
 
 from ._errors import PatternError, SelectorError
 from ._path import Path, path_segments, segment
@@ -468,7 +469,7 @@ ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
 class _ArrayTypes(dict[type, bool]):
     def __missing__(self, t: type) -> bool:
         # Tracers are `jax.Array`s by `isinstance` only, not by `issubclass`.
-        hit = self[t] = issubclass(t, ARRAY_TYPES) or issubclass(t, jax.core.Tracer)
+        hit = self[t] = issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer)
         return hit
 
 
