@@ -17,7 +17,12 @@ IsLeaf = Callable[[Any], bool] | None
 
 
 def select(
-    tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, include_none: bool = False
+    tree: PyTree,
+    selector: Any,
+    *,
+    is_leaf: IsLeaf = None,
+    include_none: bool = False,
+    outermost: bool = False,
 ) -> list[tuple[Path, Any]]:
     """Every node `selector` matches, as `(path, node)` pairs in traversal order.
 
@@ -32,6 +37,8 @@ def select(
     - `selector`: a selector, or a glob `str`, a class or a `(path, node) -> bool` callable.
     - `is_leaf`: as in JAX.
     - `include_none`: also consider `None` nodes (absent optional arrays).
+    - `outermost`: skip matches inside other matches (the nodes `replace` acts on). Also
+      faster: the walk does not descend into a match.
 
     **Returns:**
 
@@ -49,13 +56,17 @@ def select(
         ```
     """
     sel = as_selector(selector)
-    return [
-        (n.path, n.node) for n in matches(tree, sel, is_leaf=is_leaf, include_none=include_none)
-    ]
+    hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
+    return [(n.path, n.node) for n in hits]
 
 
 def paths(
-    tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, include_none: bool = False
+    tree: PyTree,
+    selector: Any,
+    *,
+    is_leaf: IsLeaf = None,
+    include_none: bool = False,
+    outermost: bool = False,
 ) -> list[Path]:
     """The paths of [`tw.select`][treewalk.select], without the nodes.
 
@@ -69,7 +80,8 @@ def paths(
         ```
     """
     sel = as_selector(selector)
-    return [n.path for n in matches(tree, sel, is_leaf=is_leaf, include_none=include_none)]
+    hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
+    return [n.path for n in hits]
 
 
 def resolve(tree: Any, path: Path) -> Any:

@@ -12,6 +12,7 @@ from jax.core import Tracer
 from jaxtyping import PyTree
 
 from ._errors import ArgumentError, NoMatchError, ReplacementError
+from ._fast import fast_matches, fast_types, rebuild_by_paths
 from ._helpers import _place, constrain, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
 from ._path import Path, path_str, show_path
@@ -114,7 +115,10 @@ def replace(
             f"tw.replace (selector {sel!r})."
         )
     batched = getattr(fn, "tw_batched", None)
-    if key is None and batched is None:
+    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel)
+    if fast is not None:
+        out, count = _replace_fast(tree, sel, fast, fn, key, keys, is_leaf, check)
+    elif key is None and batched is None:
         out, count = _replace_one_pass(tree, sel, fn, is_leaf, check, include_none)
     else:
         out, count = _replace_two_pass(tree, sel, fn, key, keys, is_leaf, check, include_none)
@@ -222,7 +226,51 @@ def _replace_two_pass(
     scan(visit, is_leaf=is_leaf)(tree)
     if not hits:
         return tree, 0
+    new = _results(hits, fn, key, policy, sel, check)
 
+    # Pass 2: rebuild, meeting the selected nodes at the same visit numbers.
+    it = iter(zip(visits, new, strict=True))
+    nxt = next(it)
+    counter = 0
+
+    def pre(path: Path, node: Any, ctx: Any) -> Any:
+        nonlocal counter, nxt
+        counter += 1
+        if counter == nxt[0]:
+            out = nxt[1]
+            nxt = next(it, (0, None))
+            return Stop(out)
+        return node, ctx
+
+    out = Walk(pre, is_leaf=is_leaf, transparent=True)(tree)
+    return out, len(hits)
+
+
+def _replace_fast(
+    tree: Any,
+    sel: Selector,
+    types: tuple[type, ...],
+    fn: ReplaceFn,
+    key: Any,
+    policy: str,
+    is_leaf: Any,
+    check: bool,
+) -> tuple[Any, int]:
+    """For selectors that can only match known types: candidates found in C++ (see _fast)."""
+    hits = fast_matches(tree, sel, types, is_leaf=is_leaf, outermost=True)
+    if not hits:
+        return tree, 0
+    new = _results(hits, fn, key, policy, sel, check)
+    out = rebuild_by_paths(
+        tree, types, is_leaf, {n.path: x for n, x in zip(hits, new, strict=True)}
+    )
+    return out, len(hits)
+
+
+def _results(
+    hits: list[Node], fn: ReplaceFn, key: Any, policy: str, sel: Selector, check: bool
+) -> list[Any]:
+    """`fn`'s result for each selected node: ties computed once, keys derived at once."""
     # Ties: the same array object at several selected paths is computed once.
     first: dict[int, int] = {}
     owner = list(range(len(hits)))
@@ -242,24 +290,7 @@ def _replace_two_pass(
             key_arr = split_keys(typed, len(todo))
 
     results = _compute(hits, todo, key_arr, legacy, fn, sel, check)
-    new = [results[owner[i]] for i in range(len(hits))]
-
-    # Pass 2: rebuild, meeting the selected nodes at the same visit numbers.
-    it = iter(zip(visits, new, strict=True))
-    nxt = next(it)
-    counter = 0
-
-    def pre(path: Path, node: Any, ctx: Any) -> Any:
-        nonlocal counter, nxt
-        counter += 1
-        if counter == nxt[0]:
-            out = nxt[1]
-            nxt = next(it, (0, None))
-            return Stop(out)
-        return node, ctx
-
-    out = Walk(pre, is_leaf=is_leaf, transparent=True)(tree)
-    return out, len(hits)
+    return [results[owner[i]] for i in range(len(hits))]
 
 
 def _compute(

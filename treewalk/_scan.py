@@ -48,6 +48,12 @@ def matches(
     `None` nodes are skipped unless `include_none`. With `outermost`, nodes inside a matched
     node are not considered (what `replace` acts on).
     """
+    if not include_none:
+        from ._fast import fast_matches, fast_types
+
+        types = fast_types(selector)
+        if types is not None:
+            return fast_matches(tree, selector, types, is_leaf=is_leaf, outermost=outermost)
     hits: list[Node] = []
     match = selector.match
 

@@ -1,0 +1,175 @@
+"""A fast path for selectors that can only match instances of known types.
+
+`tw.of_type(eqx.nn.Linear)` can only match `Linear`s, so there is no need to walk into
+anything in Python: one C++ `tree_flatten_with_path` with an `is_leaf` that stops at those
+types (and at boxes) finds every candidate with its path, and the selector is asked only
+about the candidates. On a model of 10,000 layers this skips 20,000 Python visits.
+
+It applies when the selector needs no ancestry (`tw.inside`) and, for `replace`, when `fn`
+does not ask for the node's context (`tw_call`). Results are the same as the full walk's:
+same nodes, same paths (box entries as `BoxKey`), same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from ._frameworks import registry, unbox
+from ._path import BoxKey, Path
+from ._selectors import (
+    ARRAY_TYPES,
+    And,
+    Node,
+    Not,
+    Or,
+    Selector,
+    _Arrays,
+    inside,
+    of_type,
+)
+from ._walk import LEAF_BOX, PYTREE_BOX, _call, type_kinds
+
+
+def candidate_types(sel: Selector) -> tuple[type, ...] | None:
+    """Types every node `sel` matches is an instance of (or is boxed in), if known."""
+    if isinstance(sel, of_type):
+        return sel.types
+    if isinstance(sel, _Arrays):
+        return ARRAY_TYPES
+    if isinstance(sel, And):
+        for part in sel.parts:
+            types = candidate_types(part)
+            if types is not None:
+                return types
+        return None
+    if isinstance(sel, Or):
+        out: tuple[type, ...] = ()
+        for part in sel.parts:
+            types = candidate_types(part)
+            if types is None:
+                return None
+            out += types
+        return out
+    return None
+
+
+def needs_parent(sel: Selector) -> bool:
+    if isinstance(sel, inside):
+        return True
+    if isinstance(sel, And | Or):
+        return any(needs_parent(p) for p in sel.parts)
+    if isinstance(sel, Not):
+        return needs_parent(sel.selector)
+    return False
+
+
+def fast_types(sel: Selector) -> tuple[type, ...] | None:
+    """The candidate types when the fast path applies to `sel`, else `None`.
+
+    Array types are left to the full walk: every leaf would be a candidate, and the C++
+    flatten with paths is no faster than the walk then.
+    """
+    types = candidate_types(sel)
+    if types is None or needs_parent(sel) or any(issubclass(t, ARRAY_TYPES) for t in types):
+        return None
+    return types
+
+
+class _Stops:
+    """The `is_leaf` for the C++ flatten: stop at candidates, boxes and user leaves."""
+
+    def __init__(self, types: tuple[type, ...], is_leaf: Callable[[Any], bool] | None) -> None:
+        reg = registry.refresh()
+        self.boxes = reg.boxes
+        self.pytree_boxes = reg.pytree_boxes
+        self.types = types
+        self.is_leaf = is_leaf
+        self.cache: dict[type, bool] = {}
+        self.kinds = type_kinds()
+
+    def __call__(self, x: Any) -> bool:
+        t = type(x)
+        hit = self.cache.get(t)
+        if hit is None:
+            hit = self.cache[t] = issubclass(t, self.types) or issubclass(t, self.boxes)
+        if hit:
+            return True
+        return self.is_leaf is not None and bool(_call("is_leaf", self.is_leaf, (), x))
+
+    def flatten(self, node: Any) -> tuple[list[tuple[Path, Any]], Any]:
+        return jax.tree_util.tree_flatten_with_path(node, is_leaf=self)
+
+    def box_flags(self, x: Any) -> int:
+        return self.kinds[type(x)] & (PYTREE_BOX | LEAF_BOX)
+
+    def open(self, box: Any, flags: int) -> tuple[str, Any, Callable[[Any], Any]]:
+        return unbox(box, () if flags & LEAF_BOX else self.pytree_boxes)
+
+
+def fast_matches(
+    tree: Any,
+    sel: Selector,
+    types: tuple[type, ...],
+    *,
+    is_leaf: Callable[[Any], bool] | None,
+    outermost: bool,
+) -> list[Node]:
+    stops = _Stops(types, is_leaf)
+    match = sel.match
+    hits: list[Node] = []
+    cache = stops.cache
+
+    def search(prefix: Path, node: Any, outer: Any, inside_of: Any = None) -> None:
+        stop = stops if inside_of is None else (lambda y: y is not inside_of and stops(y))
+        for path, x in jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)[0]:
+            if not cache.get(type(x)) and outer is None:
+                continue  # a plain leaf: not a candidate, not a box
+            full = (*prefix, *path)
+            flags = stops.box_flags(x)
+            if flags:
+                name, inner, _ = stops.open(x, flags)
+                search((*full, BoxKey(name)), inner, x if outer is None else outer)
+                continue
+            n = Node(full, x, outer if not path else None, None)
+            if match(n):
+                hits.append(n)
+                if outermost:
+                    continue
+            if cache.get(type(x)) and not (is_leaf is not None and is_leaf(x)):
+                search(full, x, None, inside_of=x)  # matches nested inside a candidate
+
+    search((), tree, None)
+    return hits
+
+
+def rebuild_by_paths(
+    tree: Any, types: tuple[type, ...], is_leaf: Callable[[Any], bool] | None, new: dict[Path, Any]
+) -> Any:
+    """`tree` with the node at each path of `new` replaced. Mutable boxes (NNX variables,
+    penzai parameters) are copied, like every container, so nothing is shared with `tree`."""
+    stops = _Stops(types, is_leaf)
+    mutable = registry.mutable + registry.leaf_boxes
+
+    def rebuild(prefix: Path, node: Any) -> Any:
+        leaves, treedef = stops.flatten(node)
+        out = []
+        for path, x in leaves:
+            full = (*prefix, *path)
+            if full in new:
+                out.append(new[full])
+                continue
+            flags = stops.box_flags(x)
+            if flags:
+                name, inner, rebox = stops.open(x, flags)
+                inner_new = rebuild((*full, BoxKey(name)), inner)
+                out.append(
+                    rebox(inner_new) if inner_new is not inner or isinstance(x, mutable) else x
+                )
+            else:
+                out.append(x)
+        return treedef.unflatten(out)
+
+    return rebuild((), tree)
