@@ -7,13 +7,14 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.core import Tracer
 
 from ._errors import ArgumentError, CallbackError, TreewalkError
 from ._frameworks import registry, unbox
 from ._path import BoxKey, Path, show_path
 
 # Types that are always JAX leaves: no need to ask JAX whether they have children.
-_LEAF_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, np.generic, float, int, complex, str)
+_LEAF_TYPES: tuple[type, ...] = (jax.Array, Tracer, np.ndarray, np.generic, float, int, complex, str)
 
 # What the walk needs to know about a node, decided once per type: `isinstance` on an
 # Equinox module goes through its `__getattribute__` and ABC checks, which is slow when a
