@@ -14,7 +14,16 @@ from ._frameworks import registry, unbox
 from ._path import BoxKey, Path, show_path
 
 # Types that are always JAX leaves: no need to ask JAX whether they have children.
-_LEAF_TYPES: tuple[type, ...] = (jax.Array, Tracer, np.ndarray, np.generic, float, int, complex, str)
+_LEAF_TYPES: tuple[type, ...] = (
+    jax.Array,
+    Tracer,
+    np.ndarray,
+    np.generic,
+    float,
+    int,
+    complex,
+    str,
+)
 
 # What the walk needs to know about a node, decided once per type: `isinstance` on an
 # Equinox module goes through its `__getattribute__` and ABC checks, which is slow when a
@@ -54,6 +63,7 @@ def type_kinds() -> TypeKinds:
         _kinds.clear()
         _kinds.generation = registry.generation
     return _kinds
+
 
 Fn = Callable[[Path, Any], Any]
 
