@@ -10,7 +10,7 @@ import numpy as np
 from jax.core import Tracer
 
 from ._errors import ArgumentError, CallbackError, TreewalkError
-from ._frameworks import registry, unbox
+from ._frameworks import HIDDEN_CHILDREN, registry, unbox
 from ._path import BoxKey, Path, show_path
 
 # Types that are always JAX leaves: no need to ask JAX whether they have children.
@@ -166,7 +166,14 @@ class Walk:
                 entries, treedef = kids
                 if f & PYTREE_BOX:
                     entries = [(BoxKey(k.name), c) for k, c in entries]
-                new = [go((*path, k), c, ctx) for k, c in entries]
+                if transparent and f & MUTABLE:
+                    hidden = HIDDEN_CHILDREN
+                    new = [
+                        c if getattr(k, "name", None) in hidden else go((*path, k), c, ctx)
+                        for k, c in entries
+                    ]
+                else:
+                    new = [go((*path, k), c, ctx) for k, c in entries]
                 if rebuild and (
                     f & MUTABLE or any(n is not c for n, (_, c) in zip(new, entries, strict=True))
                 ):
