@@ -48,6 +48,11 @@ def _leaf_boxes() -> tuple[type, ...]:
     return _attr("penzai.core.variables", "Parameter", "StateVariable")
 
 
+#: Children of framework nodes that are bookkeeping, not model content (NNX's per-module
+#: trace state). Queries and `replace` keep them as they are and never show them.
+HIDDEN_CHILDREN = frozenset({"_pytree__state"})
+
+
 def _mutable_nodes() -> tuple[type, ...]:
     return _attr("flax.nnx.pytreelib", "Pytree") + _attr("flax.nnx.variablelib", "Variable")
 
