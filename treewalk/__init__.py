@@ -85,6 +85,7 @@ from ._query import (
     where as where,
 )
 from ._replace import replace as replace
+from ._show import show as show
 from ._selectors import (
     Selector as Selector,
 )
