@@ -60,6 +60,7 @@ from ._helpers import (
     zeros as zeros,
 )
 from ._keys import key_for_path as key_for_path
+from ._materialize import materialize as materialize
 from ._path import (
     BoxKey as BoxKey,
 )

@@ -129,3 +129,35 @@ _LAYOUTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("equinox.nn", ("Conv", "ConvTranspose"), "oik"),
     ("flax.nnx", ("Linear", "Conv", "ConvTranspose", "Einsum"), "kio"),
 )
+
+
+# ----------------------------------------------------------------------------------------
+# Partitioning metadata on boxes, for `treewalk.materialize`.
+
+
+def box_partitioning(box: Any) -> tuple[Any, Any] | None:
+    """`(spec, mesh or None)` that a box's partitioning metadata names, else `None`.
+
+    `spec` is a `PartitionSpec` or a `Sharding`. Flax NNX variables carry it as
+    `out_sharding` (flax >= 0.12; `sharding_names`/`sharding` before), linen `Partitioned`
+    as `names` (logical names of `LogicallyPartitioned` go through its rules).
+    """
+    from jax.sharding import PartitionSpec, Sharding
+
+    if isinstance(box, _attr("flax.nnx.variablelib", "Variable")):
+        meta = box.get_metadata()
+        names = None
+        for field in ("out_sharding", "sharding_names", "sharding"):
+            names = meta.get(field)
+            if names is not None:
+                break
+        if names is None:
+            return None
+        spec = names if isinstance(names, Sharding | PartitionSpec) else PartitionSpec(*names)
+        return spec, meta.get("mesh")
+    if isinstance(box, _attr("flax.linen.spmd", "LogicallyPartitioned")):
+        logical_to_mesh_axes = sys.modules["flax.linen.spmd"].logical_to_mesh_axes
+        return logical_to_mesh_axes(box.names, box.rules), box.mesh
+    if isinstance(box, _attr("flax.core.meta", "Partitioned")):
+        return PartitionSpec(*box.names), box.mesh
+    return None

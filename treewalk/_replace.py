@@ -351,22 +351,13 @@ def _compute(
 def batch_signature(n: Node) -> tuple[Any, Any] | None:
     """`(shape, dtype)` if the node can be drawn in a batch with others like it, else `None`.
 
-    Arrays spread over several devices are not batched: stacking them would gather them.
+    Whether a node spread over several devices may be stacked, and how, is decided apart
+    from the signature (`stack_sharding`): stacking must never gather it.
     """
     node = n.node
     if not isinstance(node, ARRAY_TYPES):
         return None
-    sharding = getattr(node, "sharding", None)
-    if sharding is not None and not _single_device(sharding):
-        return None
     return tuple(node.shape), node.dtype
-
-
-def _single_device(sharding: Any) -> bool:
-    try:
-        return len(sharding.device_set) == 1
-    except Exception:
-        return False
 
 
 def _no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:

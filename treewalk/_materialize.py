@@ -1,0 +1,281 @@
+"""Abstract models made real: every leaf created in its sharding, inside one `jax.jit`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
+from jaxtyping import PyTree
+
+from ._errors import ArgumentError, InitError, NoMatchError
+from ._frameworks import box_partitioning
+from ._path import path_str, show_path
+from ._replace import replace
+from ._scan import matches
+from ._selectors import Node, Selector, as_selector, predicate
+
+Plan = Mapping[Any, Any]
+
+
+def _is_abstract(path: Any, node: Any) -> bool:
+    return type(node) is jax.ShapeDtypeStruct
+
+
+#: The leaves `materialize` creates: `jax.ShapeDtypeStruct`s.
+abstract = predicate(_is_abstract)
+
+
+def materialize(
+    tree: PyTree,
+    init: Any,
+    *,
+    key: Any = None,
+    plan: Plan | None = None,
+    mesh: Mesh | None = None,
+    keys: Literal["path", "split"] = "path",
+    strict: bool = True,
+) -> PyTree:
+    """Initialise an abstract model with every leaf created directly in its sharding.
+
+    `tree` is a model whose arrays are `jax.ShapeDtypeStruct`s, as `eqx.filter_eval_shape`,
+    `nnx.eval_shape` or `jax.eval_shape(module.init, ...)` give. Every abstract leaf is
+    replaced by `init` (anything `tw.replace` takes as `fn`), all of them inside ONE
+    `jax.jit` whose `out_shardings` are the leaves' shardings, so each device only ever
+    computes and holds its own shards: no leaf is materialised whole on one device, and
+    the compiled program has no collectives (with `tw.initializer`, the helpers and
+    `tw.init`; a custom `fn` is as communication-free as what it computes).
+
+    **Where each leaf's sharding comes from**, first that applies:
+
+    1. `plan`: the first entry whose selector matches the leaf.
+    2. The leaf's own `.sharding` (`ShapeDtypeStruct(shape, dtype, sharding=...)`; the spec
+       of one on an abstract mesh is used with `mesh`).
+    3. Partitioning metadata on the leaf's box: Flax NNX `nnx.with_partitioning`
+       (`out_sharding`), linen `nn.with_partitioning` (`Partitioned.names`) and
+       `nn.with_logical_partitioning` (through its rules).
+    4. Replicated over `mesh` when there is one; otherwise JAX's default device.
+
+    **Values do not depend on the mesh.** A leaf's key comes from `key` and its path
+    (`keys="path"`), and the draws run with `jax_threefry_partitionable` switched on (the
+    default in JAX >= 0.5; set here explicitly for the duration of the call), under which
+    random bits depend only on the key and the element's position, not on the layout.
+    So one device, an `(8,)` mesh, a `(2, 4)` mesh and several processes give
+    bit-identical leaves, equal to `tw.replace(concrete_model, ..., key=key)` with the
+    same `init` (under the default `jax_threefry_partitionable=True`).
+
+    **Arguments:**
+
+    - `tree`: the abstract model. Concrete arrays and non-array leaves in it are kept as
+      they are; only `ShapeDtypeStruct` leaves are created.
+    - `init`: a `fn` for `tw.replace` (`tw.initializer(...)`, `tw.zeros`, `tw.init.*`,
+      `fn(path, node, key)`), or a mapping `{selector: fn}` where the first matching
+      selector of each leaf decides (e.g. `{"**/bias": tw.zeros, "**": normal}`).
+    - `key`: the PRNG key (needed when an `init` draws random values).
+    - `plan`: a mapping `{selector: spec}`, each spec a `PartitionSpec` (needs `mesh`), a
+      tuple of mesh axis names or `None`s, or a `jax.sharding.Sharding`.
+    - `mesh`: the `jax.sharding.Mesh` for specs; by default the one set with
+      `jax.set_mesh`, else the one in the boxes' metadata. Across processes this is the
+      global mesh (`jax.distributed.initialize`): each process creates only its shards.
+    - `keys`: the key policy, as in `tw.replace`.
+    - `strict`: a `plan` or `init` entry that matches no abstract leaf is an error
+      (`tw.NoMatchError`); pass `False` to allow it.
+
+    **Returns:**
+
+    The model with `jax.Array` leaves, boxes (NNX variables, linen `Partitioned`) rebuilt
+    around them with their metadata.
+
+    **Raises:**
+
+    `tw.InitError` when an abstract leaf has no `init`, `tw.ArgumentError` when a spec
+    needs a mesh and none is known, `tw.NoMatchError`, and whatever `tw.replace` raises.
+
+    !!! Example
+
+        ```python
+        import equinox as eqx
+        import jax
+        from jax.sharding import PartitionSpec as P
+        import treewalk as tw
+
+        mesh = jax.make_mesh((2, 4), ("data", "model"))
+        abstract = eqx.filter_eval_shape(eqx.nn.MLP, 64, 64, 256, 3, key=jax.random.key(0))
+        model = tw.materialize(
+            abstract,
+            {"**/bias": tw.zeros, "**/weight": tw.initializer(jax.nn.initializers.lecun_normal())},
+            key=jax.random.key(1),
+            plan={"**/weight": P("model", "data"), "**/bias": P("model")},
+            mesh=mesh,
+        )
+        w = model.layers[1].weight
+        assert w.sharding.spec == P("model", "data")
+        assert w.addressable_shards[0].data.shape == (64, 128)  # each device: 1/8
+        ```
+    """
+    return _Materializer(tree, init, plan=plan, mesh=mesh, keys=keys, strict=strict)(key)
+
+
+class _Materializer:
+    """The pieces of one `materialize` call, so tests can look at the compiled program."""
+
+    def __init__(
+        self,
+        tree: Any,
+        init: Any,
+        *,
+        plan: Plan | None,
+        mesh: Mesh | None,
+        keys: Literal["path", "split"],
+        strict: bool,
+    ) -> None:
+        if mesh is None:
+            context = jax.sharding.get_mesh()
+            mesh = None if context.empty else context
+        if mesh is not None and not isinstance(mesh, Mesh):
+            raise ArgumentError(
+                f"mesh= must be a jax.sharding.Mesh (e.g. jax.make_mesh((8,), ('x',))), got "
+                f"{type(mesh).__name__}."
+            )
+        self.mesh = mesh
+        self.keys: Literal["path", "split"] = keys
+        self.strict = strict
+        entries = init.items() if isinstance(init, Mapping) else [(abstract, init)]
+        self.inits: list[tuple[Selector, Any]] = [(as_selector(s), f) for s, f in entries]
+        # Give every abstract leaf its concrete sharding (or none): a plain pass, no jit.
+        resolve = _Resolve(plan or {}, mesh)
+        placed = replace(tree, abstract, resolve, strict=False)
+        if strict:
+            for sel, n in zip(resolve.plan, resolve.used, strict=True):
+                if not n:
+                    raise NoMatchError(
+                        f"plan entry {sel!r} matched no abstract leaf. Fix the selector, or "
+                        f"pass strict=False to allow unused plan entries."
+                    )
+        leaves, self.treedef = jax.tree_util.tree_flatten(placed)
+        self.leaves = leaves
+        self.where = [i for i, x in enumerate(leaves) if type(x) is jax.ShapeDtypeStruct]
+        self.shardings = [leaves[i].sharding for i in self.where]
+        # The program is traced on `Auto` mesh axes: there the compiler shards the random
+        # draws themselves. (On `Explicit` axes a draw is typed replicated, so every device
+        # would compute it whole and keep its slice.) The results are relabelled after.
+        self.out_shardings = [_auto(s) for s in self.shardings]
+        inner = list(leaves)
+        for i, sharding in zip(self.where, self.out_shardings, strict=True):
+            inner[i] = jax.ShapeDtypeStruct(inner[i].shape, inner[i].dtype, sharding=sharding)
+        self.placed = jax.tree_util.tree_unflatten(self.treedef, inner)
+        self.jitted = jax.jit(self._build, out_shardings=self.out_shardings)
+
+    def _build(self, key: Any) -> list[Any]:
+        tree = self.placed
+        for sel, fn in self.inits:
+            tree = replace(tree, sel & abstract, fn, key=key, keys=self.keys, strict=self.strict)
+        left = matches(tree, abstract)
+        if left:
+            shown = ", ".join(repr(path_str(n.path)) for n in left[:5])
+            raise InitError(
+                f"tw.materialize: {len(left)} abstract leaves have no init, e.g. {shown}. "
+                f"Add an entry for them to init= (a catch-all is `'**': fn`)."
+            )
+        leaves = jax.tree_util.tree_leaves(tree)
+        if len(leaves) != len(self.leaves):
+            raise InitError(
+                "tw.materialize: an init changed the structure of the model (returned a "
+                "non-array or None for a leaf). Each init must return an array like the leaf."
+            )
+        return [leaves[i] for i in self.where]
+
+    def _context(self) -> contextlib.ExitStack:
+        """`jax_threefry_partitionable=True`, and the mesh as JAX's context mesh."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.threefry_partitionable(True))
+        if self.mesh is not None:
+            stack.enter_context(jax.set_mesh(_auto_mesh(self.mesh)))
+        return stack
+
+    def lower(self, key: Any = None) -> Any:
+        """`jax.jit(...).lower(key)` of the one materialising program."""
+        with self._context():
+            return self.jitted.lower(key)
+
+    def __call__(self, key: Any = None) -> Any:
+        with self._context():
+            new = self.jitted(key)
+        leaves = list(self.leaves)
+        for i, x, sharding, auto in zip(
+            self.where, new, self.shardings, self.out_shardings, strict=True
+        ):
+            leaves[i] = x if sharding is auto else jax.device_put(x, sharding)
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _auto_mesh(mesh: Mesh) -> Mesh:
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def _auto(sharding: Any) -> Any:
+    """`sharding` on the `Auto`-axes twin of its mesh."""
+    if isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh):
+        mesh = _auto_mesh(sharding.mesh)
+        if mesh is not sharding.mesh:
+            return NamedSharding(mesh, sharding.spec, memory_kind=sharding.memory_kind)
+    return sharding
+
+
+class _Resolve:
+    """`replace` fn: the abstract leaf with its concrete sharding (see `materialize`)."""
+
+    def __init__(self, plan: Plan, mesh: Mesh | None) -> None:
+        self.plan = [as_selector(s) for s in plan]
+        self.specs = list(plan.values())
+        self.used = [0] * len(self.plan)
+        self.mesh = mesh
+
+    def __repr__(self) -> str:
+        return "tw.materialize's sharding plan"
+
+    def tw_call(self, n: Node, key: Any) -> Any:
+        node = n.node
+        sharding = None
+        for j, sel in enumerate(self.plan):
+            if sel.match(n):
+                self.used[j] += 1
+                sharding = self._sharding(n, self.specs[j], None, f"plan entry {sel!r}")
+                break
+        else:
+            own = node.sharding
+            if own is not None:
+                sharding = self._sharding(n, own, None, "its own .sharding")
+            elif n.outer is not None and (meta := box_partitioning(n.outer)) is not None:
+                sharding = self._sharding(n, meta[0], meta[1], "its box's partitioning")
+            elif self.mesh is not None:
+                sharding = NamedSharding(self.mesh, PartitionSpec())
+        return jax.ShapeDtypeStruct(node.shape, node.dtype, sharding=sharding)
+
+    def __call__(self, path: Any, node: Any, key: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError  # `replace` calls tw_call
+
+    def _sharding(self, n: Node, spec: Any, box_mesh: Any, where: str) -> Sharding:
+        if isinstance(spec, NamedSharding) and not isinstance(spec.mesh, Mesh):
+            spec = spec.spec  # on an abstract mesh: only the spec is known
+        if isinstance(spec, Sharding):
+            return spec
+        if spec is None or isinstance(spec, tuple | list):
+            spec = PartitionSpec(*(spec or ()))
+        if not isinstance(spec, PartitionSpec):
+            raise ArgumentError(
+                f"tw.materialize: {where} gives {type(spec).__name__} {spec!r:.60} for "
+                f"{show_path(n.path)}; use a PartitionSpec, a tuple of mesh axis names or a "
+                f"jax.sharding.Sharding."
+            )
+        mesh = self.mesh if self.mesh is not None else box_mesh
+        if not isinstance(mesh, Mesh):
+            raise ArgumentError(
+                f"tw.materialize: {where} gives {spec} for {show_path(n.path)} but no mesh is "
+                f"known. Pass mesh=jax.make_mesh(...) or call under `with jax.set_mesh(mesh):`."
+            )
+        return NamedSharding(mesh, spec)
