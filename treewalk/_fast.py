@@ -30,7 +30,7 @@ from ._selectors import (
     inside,
     of_type,
 )
-from ._walk import LEAF_BOX, PYTREE_BOX, _call, type_kinds
+from ._walk import LEAF_BOX, PYTREE_BOX, _call, no_gc, type_kinds
 
 
 def candidate_types(sel: Selector) -> tuple[type, ...] | None:
@@ -141,7 +141,8 @@ def fast_matches(
             if cache.get(type(x)) and not (is_leaf is not None and is_leaf(x)):
                 search(full, x, None, inside_of=x)  # matches nested inside a candidate
 
-    search((), tree, None)
+    with no_gc():
+        search((), tree, None)
     return hits
 
 
@@ -172,4 +173,5 @@ def rebuild_by_paths(
                 out.append(x)
         return treedef.unflatten(out)
 
-    return rebuild((), tree)
+    with no_gc():
+        return rebuild((), tree)

@@ -21,13 +21,35 @@ class BoxKey(GetAttrKey):
     __slots__ = ()
 
 
+def _dict_key(entry: Any) -> Segment:
+    key = entry.key
+    return key if type(key) is str or type(key) is int else _other_key(key)
+
+
+def _other_key(key: Any) -> Segment:
+    return key if isinstance(key, str | int) else str(key)
+
+
+_SEGMENT: dict[type, Any] = {
+    DictKey: _dict_key,
+    GetAttrKey: lambda e: e.name,
+    SequenceKey: lambda e: e.idx,
+    FlattenedIndexKey: lambda e: e.key,
+    BoxKey: lambda e: None,
+}
+
+
 def segment(entry: Any) -> Segment | None:
     """The segment one key entry contributes, or `None` for a box entry."""
+    f = _SEGMENT.get(type(entry))
+    if f is not None:
+        return f(entry)
+    if isinstance(entry, BoxKey):
+        return None
     if isinstance(entry, DictKey):
-        key = entry.key
-        return key if isinstance(key, str | int) else str(key)
+        return _dict_key(entry)
     if isinstance(entry, GetAttrKey):
-        return None if isinstance(entry, BoxKey) else entry.name
+        return entry.name
     if isinstance(entry, SequenceKey):
         return entry.idx
     if isinstance(entry, FlattenedIndexKey):

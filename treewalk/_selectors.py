@@ -29,6 +29,9 @@ class Node:
     @property
     def last(self) -> Any:
         """The last segment, or `None` at the root."""
+        segs = self._segs
+        if segs is not None:
+            return segs[-1] if segs else None
         path = self.path
         for i in range(len(path) - 1, -1, -1):
             s = segment(path[i])
@@ -41,14 +44,23 @@ class Node:
         segs = self._segs
         if segs is None:
             parent = self.parent
+            path = self.path
             if parent is None:
-                segs = path_segments(self.path)
+                segs = path_segments(path)
             else:
-                segs = parent.segs
-                for entry in self.path[len(parent.path) :]:
-                    s = segment(entry)
+                segs = parent._segs
+                if segs is None:
+                    segs = parent.segs
+                n = len(parent.path)
+                if len(path) == n + 1:
+                    s = segment(path[n])
                     if s is not None:
                         segs = (*segs, s)
+                else:
+                    for entry in path[n:]:
+                        s = segment(entry)
+                        if s is not None:
+                            segs = (*segs, s)
             self._segs = segs
         return segs
 
@@ -192,7 +204,13 @@ def _compile_segment(pattern: str, seg: str) -> Any:
     return re.compile(fnmatch.translate(seg), re.DOTALL).match
 
 
-def _match_segs(pat: tuple[Any, ...], segs: tuple[str, ...]) -> bool:
+def _match_one(p: Any, s: Any) -> bool:
+    if type(s) is not str:
+        s = str(s)
+    return p == s if type(p) is str else p(s) is not None
+
+
+def _match_segs(pat: tuple[Any, ...], segs: tuple[Any, ...]) -> bool:
     # Iterative glob matching with backtracking over the last '**' seen.
     pi = si = 0
     star_pi = star_si = -1
@@ -204,8 +222,7 @@ def _match_segs(pat: tuple[Any, ...], segs: tuple[str, ...]) -> bool:
                 star_pi, star_si = pi, si
                 pi += 1
                 continue
-            s = segs[si]
-            if (p == s) if type(p) is str else p(s) is not None:
+            if _match_one(p, segs[si]):
                 pi += 1
                 si += 1
                 continue
@@ -252,7 +269,7 @@ class glob(Selector):
         ```
     """
 
-    __slots__ = ("pattern", "_pat", "_suffix")
+    __slots__ = ("pattern", "_pat", "_suffix", "_fixed")
 
     def __init__(self, pattern: str | tuple[str | int, ...]) -> None:
         if isinstance(pattern, tuple):
@@ -278,7 +295,8 @@ class glob(Selector):
         pat = tuple(_compile_segment(str(pattern), p) for p in parts)
         # Fast path for the common "**/<literal>": compare the last segment only.
         suffix = pat[1] if len(pat) == 2 and pat[0] is _STAR2 and type(pat[1]) is str else None
-        self._init(pattern=pattern, _pat=pat, _suffix=suffix)
+        fixed = None if any(p is _STAR2 for p in pat) else len(pat)
+        self._init(pattern=pattern, _pat=pat, _suffix=suffix, _fixed=fixed)
 
     def match(self, n: Node) -> bool:
         if self._suffix is not None:
@@ -286,7 +304,18 @@ class glob(Selector):
             if last is None:
                 return False
             return (last if type(last) is str else str(last)) == self._suffix
-        return _match_segs(self._pat, tuple(s if type(s) is str else str(s) for s in n.segs))
+        segs = n.segs
+        fixed = self._fixed
+        if fixed is not None:  # no '**': one pattern segment per path segment
+            if len(segs) != fixed:
+                return False
+            for p, s in zip(self._pat, segs, strict=True):
+                if type(s) is not str:
+                    s = str(s)
+                if not (p == s if type(p) is str else p(s) is not None):
+                    return False
+            return True
+        return _match_segs(self._pat, segs)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.pattern,)

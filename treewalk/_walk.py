@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -199,7 +201,26 @@ class Walk:
         self.go = go
 
     def __call__(self, tree: Any, ctx: Any = None) -> Any:
-        return self.go((), tree, ctx)
+        with no_gc():
+            return self.go((), tree, ctx)
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector during a walk.
+
+    A walk allocates a few small objects per node and creates no reference cycles; on a
+    tree of 100,000 leaves the collector's repeated passes over the surviving objects cost
+    as much as the walk itself. Everything is still freed by reference counting.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Stop:
