@@ -3,120 +3,48 @@ with `fn(path, node, key)`."""
 
 import importlib.metadata
 
-from jax.tree_util import (
-    DictKey as DictKey,
-)
-from jax.tree_util import (
-    FlattenedIndexKey as FlattenedIndexKey,
-)
-from jax.tree_util import (
-    GetAttrKey as GetAttrKey,
-)
-from jax.tree_util import (
-    SequenceKey as SequenceKey,
-)
+from jax.tree_util import DictKey as DictKey
+from jax.tree_util import FlattenedIndexKey as FlattenedIndexKey
+from jax.tree_util import GetAttrKey as GetAttrKey
+from jax.tree_util import SequenceKey as SequenceKey
 
 from . import init as init
-from ._errors import (
-    ArgumentError as ArgumentError,
-)
-from ._errors import (
-    CallbackError as CallbackError,
-)
-from ._errors import (
-    InitError as InitError,
-)
-from ._errors import (
-    LabelError as LabelError,
-)
-from ._errors import (
-    NoMatchError as NoMatchError,
-)
-from ._errors import (
-    PatternError as PatternError,
-)
-from ._errors import (
-    PRNGKeyError as PRNGKeyError,
-)
-from ._errors import (
-    ReplacementError as ReplacementError,
-)
-from ._errors import (
-    SelectorError as SelectorError,
-)
-from ._errors import (
-    TreewalkError as TreewalkError,
-)
-from ._helpers import (
-    constant as constant,
-)
-from ._helpers import (
-    initializer as initializer,
-)
-from ._helpers import (
-    ones as ones,
-)
-from ._helpers import (
-    zeros as zeros,
-)
+from ._errors import ArgumentError as ArgumentError
+from ._errors import CallbackError as CallbackError
+from ._errors import InitError as InitError
+from ._errors import LabelError as LabelError
+from ._errors import NoMatchError as NoMatchError
+from ._errors import PatternError as PatternError
+from ._errors import PRNGKeyError as PRNGKeyError
+from ._errors import ReplacementError as ReplacementError
+from ._errors import SelectorError as SelectorError
+from ._errors import TreewalkError as TreewalkError
+from ._helpers import constant as constant
+from ._helpers import initializer as initializer
+from ._helpers import ones as ones
+from ._helpers import zeros as zeros
 from ._keys import key_for_path as key_for_path
 from ._materialize import materialize as materialize
-from ._path import (
-    BoxKey as BoxKey,
-)
-from ._path import (
-    path_segments as path_segments,
-)
-from ._path import (
-    path_str as path_str,
-)
-from ._query import (
-    labels as labels,
-)
-from ._query import (
-    mask as mask,
-)
-from ._query import (
-    paths as paths,
-)
-from ._query import (
-    select as select,
-)
-from ._query import (
-    where as where,
-)
+from ._path import BoxKey as BoxKey
+from ._path import path_segments as path_segments
+from ._path import path_str as path_str
+from ._query import labels as labels
+from ._query import mask as mask
+from ._query import paths as paths
+from ._query import select as select
+from ._query import where as where
 from ._replace import replace as replace
+from ._selectors import Selector as Selector
+from ._selectors import arrays as arrays
+from ._selectors import as_selector as as_selector
+from ._selectors import everything as everything
+from ._selectors import glob as glob
+from ._selectors import inside as inside
+from ._selectors import name as name
+from ._selectors import of_type as of_type
+from ._selectors import predicate as predicate
+from ._selectors import regex as regex
 from ._show import show as show
-from ._selectors import (
-    Selector as Selector,
-)
-from ._selectors import (
-    arrays as arrays,
-)
-from ._selectors import (
-    as_selector as as_selector,
-)
-from ._selectors import (
-    everything as everything,
-)
-from ._selectors import (
-    glob as glob,
-)
-from ._selectors import (
-    inside as inside,
-)
-from ._selectors import (
-    name as name,
-)
-from ._selectors import (
-    of_type as of_type,
-)
-from ._selectors import (
-    predicate as predicate,
-)
-from ._selectors import (
-    regex as regex,
-)
 from ._walk import postwalk as postwalk
 from ._walk import prewalk as prewalk
 
