@@ -80,6 +80,10 @@ def replace(
     - *Batching.* `fn`s that know how to draw many same-shape leaves at once (the helpers
       and `tw.init`) are called once per distinct shape and dtype, not once per leaf;
       the values are the same as leaf-by-leaf calls.
+    - *Shardings.* A new leaf gets the sharding of the leaf it replaces, eagerly and
+      under `jax.jit` (see the sharding guide); unselected leaves are returned as they
+      are. Sharded leaves are batched only with leaves of the same layout, never gathered.
+      To create a model directly in its shardings, see `tw.materialize`.
 
     **Returns:**
 
