@@ -25,6 +25,7 @@ from ._helpers import ones as ones
 from ._helpers import zeros as zeros
 from ._keys import key_for_path as key_for_path
 from ._materialize import materialize as materialize
+from ._nnx import nnx_filter as nnx_filter
 from ._path import BoxKey as BoxKey
 from ._path import path_segments as path_segments
 from ._path import path_str as path_str
