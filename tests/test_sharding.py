@@ -18,7 +18,10 @@ from treewalk._materialize import _Materializer
 COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "all-reduce", "reduce-scatter")
 NORMAL = tw.initializer(jax.nn.initializers.normal(1.0))
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+pytestmark = [
+    pytest.mark.multidevice,
+    pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices"),
+]
 
 
 def mesh8(axis_type=AxisType.Auto):
