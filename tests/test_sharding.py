@@ -251,6 +251,23 @@ def test_materialize_errors():
         tw.materialize(abstract, tw.zeros, plan={"**/kernel": P("x")}, mesh=mesh8())
     with pytest.raises(tw.ArgumentError, match="needs a key"):
         tw.materialize(abstract, NORMAL)
+    with pytest.raises(tw.NoMatchError, match="no jax.ShapeDtypeStruct leaves"):
+        tw.materialize({"w": jnp.ones(2)}, tw.zeros)
+    assert tw.materialize({"w": jnp.ones(2)}, tw.zeros, strict=False)["w"].tolist() == [1, 1]
+
+
+def test_materialize_key_kinds_and_split_policy():
+    abstract = {
+        "w": jax.ShapeDtypeStruct((16, 8), jnp.float32),
+        "v": jax.ShapeDtypeStruct((16, 8), jnp.float32),
+    }
+    kw = dict(plan={"*": P("x")}, mesh=mesh8())
+    legacy = tw.materialize(abstract, NORMAL, key=jax.random.PRNGKey(0), **kw)
+    typed = tw.materialize(abstract, NORMAL, key=jax.random.key(0), **kw)
+    same_values(legacy, typed)
+    split = tw.materialize(abstract, NORMAL, key=jax.random.key(0), keys="split", **kw)
+    same_values(split, tw.replace(abstract, "*", NORMAL, key=jax.random.key(0), keys="split"))
+    assert not bool((split["w"] == typed["w"]).all())
 
 
 # ---------------------------------------------------------------------------------------

@@ -157,6 +157,12 @@ class _Materializer:
         leaves, self.treedef = jax.tree_util.tree_flatten(placed)
         self.leaves = leaves
         self.where = [i for i, x in enumerate(leaves) if type(x) is jax.ShapeDtypeStruct]
+        if strict and not self.where:
+            raise NoMatchError(
+                "tw.materialize: the tree has no jax.ShapeDtypeStruct leaves to create. Build "
+                "the model abstractly (eqx.filter_eval_shape, nnx.eval_shape, "
+                "jax.eval_shape(module.init, ...)), or pass strict=False."
+            )
         self.shardings = [leaves[i].sharding for i in self.where]
         # The program is traced on `Auto` mesh axes: there the compiler shards the random
         # draws themselves. (On `Explicit` axes a draw is typed replicated, so every device
@@ -171,7 +177,8 @@ class _Materializer:
     def _build(self, key: Any) -> list[Any]:
         tree = self.placed
         for sel, fn in self.inits:
-            tree = replace(tree, sel & abstract, fn, key=key, keys=self.keys, strict=self.strict)
+            sel = sel if sel is abstract else sel & abstract
+            tree = replace(tree, sel, fn, key=key, keys=self.keys, strict=self.strict)
         left = matches(tree, abstract)
         if left:
             shown = ", ".join(repr(path_str(n.path)) for n in left[:5])
