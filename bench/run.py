@@ -1,0 +1,569 @@
+"""treewalk against the tools users would pick instead, side by side, with ratios.
+
+    python bench/run.py            # full mode (minutes; the 2,000-leaf per-leaf jit is extra)
+    python bench/run.py --quick    # small trees, seconds: the CI smoke test
+    python bench/run.py --slow     # full mode plus the per-leaf jit at 2,000 leaves (~8 min)
+    python bench/run.py --only 2,4 # some cases only
+
+Every time is the median of several runs after a warm-up; eager results are
+`block_until_ready`'d; compile times use a fresh `jax.jit` object (and a fresh function)
+each time. The ratio column is `time / treewalk's time` for the same case and tree, so a
+ratio above 1 means the alternative is slower than treewalk.
+
+Case 6 (peak memory) runs each variant in its own subprocess (`--mem-worker`) and reads
+`resource.getrusage(RUSAGE_SELF).ru_maxrss`; it reports the peak *above* the process's
+resident memory just before the model is made, divided by the model's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+ROWS: list[Row] = []
+
+
+@dataclass
+class Row:
+    case: str
+    tree: str
+    tool: str
+    value: float  # seconds, or a memory ratio for case 6
+    unit: str = "s"
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def block(x: Any) -> Any:
+    for leaf in jax.tree_util.tree_leaves(x):
+        if isinstance(leaf, jax.Array):
+            leaf.block_until_ready()
+    return x
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        block(fn())
+    times = []
+    gc.collect()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def record(case: str, tree: str, tool: str, value: float, **kw: Any) -> None:
+    ROWS.append(Row(case, tree, tool, value, **kw))
+    unit = kw.get("unit", "s")
+    shown = f"{value * 1e3:10.2f} ms" if unit == "s" else f"{value:10.3f} {unit}"
+    print(f"  {case:<5} {tree:<28} {tool:<44} {shown}", flush=True)
+
+
+def run_tools(case: str, tree: str, tools: dict[str, Callable[[], Any]], repeats: int) -> None:
+    for tool, fn in tools.items():
+        record(case, tree, tool, median_time(fn, repeats))
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def small_arrays(n: int, shape: tuple[int, ...]) -> list[jax.Array]:
+    """`n` distinct arrays of `shape`, made with one device call."""
+    return list(
+        jnp.arange(n * max(1, int(jnp.prod(jnp.array(shape)))), dtype=jnp.float32).reshape(
+            n, *shape
+        )
+        / 7.0
+    )
+
+
+def dict_layers(n_layers: int) -> dict[str, Any]:
+    """`{"layer_i": {"kernel": (8, 8), "bias": (8,)}}`: 2 leaves a layer."""
+    ks, bs = small_arrays(n_layers, (8, 8)), small_arrays(n_layers, (8,))
+    return {f"layer_{i}": {"kernel": ks[i], "bias": bs[i]} for i in range(n_layers)}
+
+
+def nested_dict(n_leaves: int) -> dict[str, Any]:
+    """Many layers of small arrays, 4 levels deep: blocks / layers / {dense, norm} / leaves."""
+    per_layer = 4
+    n_layers = max(1, n_leaves // per_layer)
+    arrs = small_arrays(n_layers * per_layer, (4,))
+    blocks: dict[str, Any] = {}
+    for i in range(n_layers):
+        a = arrs[i * per_layer : (i + 1) * per_layer]
+        layer = {"dense": {"kernel": a[0], "bias": a[1]}, "norm": {"scale": a[2], "bias": a[3]}}
+        blocks.setdefault(f"block_{i // 50}", {})[f"layer_{i % 50}"] = layer
+    return {"encoder": blocks}
+
+
+def eqx_linears(n: int, size: int = 8) -> Any:
+    import equinox as eqx
+
+    class Stack(eqx.Module):
+        layers: list[eqx.nn.Linear]
+
+    one = eqx.nn.Linear(size, size, key=jax.random.key(0))
+    ws, bs = small_arrays(n, (size, size)), small_arrays(n, (size,))
+    layers = [
+        eqx.tree_at(lambda lin: (lin.weight, lin.bias), one, (ws[i], bs[i])) for i in range(n)
+    ]
+    return Stack(layers)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def is_bias(path: Any) -> bool:
+    last = path[-1]
+    return getattr(last, "key", getattr(last, "name", None)) == "bias"
+
+
+def case1(quick: bool, repeats: int) -> None:
+    import treewalk as tw
+
+    n = 2_000 if quick else 100_000
+    tree = nested_dict(n)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    label = f"nested dict, {len(leaves):,} leaves"
+    print(f"case 1: walk overhead, identity over every leaf ({label})")
+    ident = lambda p, x, k: x  # noqa: E731
+    run_tools(
+        "1",
+        label,
+        {
+            "treewalk replace(tw.arrays, identity)": lambda: tw.replace(tree, tw.arrays, ident),
+            "tree_map_with_path identity": lambda: jax.tree_util.tree_map_with_path(
+                lambda p, x: x, tree
+            ),
+            "floor: tree_flatten + tree_unflatten": lambda: jax.tree_util.tree_unflatten(
+                treedef, jax.tree_util.tree_flatten(tree)[0]
+            ),
+        },
+        repeats,
+    )
+
+
+def case2(quick: bool, repeats: int) -> None:
+    import equinox as eqx
+    import sepes as sp
+    from penzai import pz
+
+    import treewalk as tw
+
+    n = 200 if quick else 2_000
+    print(f"case 2: zero every bias, eager ({n:,} layers)")
+    zl = jnp.zeros_like
+
+    tree = dict_layers(n)
+    hand = lambda p, x: zl(x) if is_bias(p) else x  # noqa: E731
+    run_tools(
+        "2",
+        f"dict, {n:,} layers",
+        {
+            "treewalk replace('**/bias', tw.zeros)": lambda: tw.replace(tree, "**/bias", tw.zeros),
+            "tree_map_with_path + zeros_like": lambda: jax.tree_util.tree_map_with_path(
+                hand, tree
+            ),
+            "eqx.tree_at(where, replace_fn=zeros_like)": lambda: eqx.tree_at(
+                lambda t: [layer["bias"] for layer in t.values()], tree, replace_fn=zl
+            ),
+            "penzai at_subtrees_where(bias).apply": lambda: (
+                pz.select(tree)
+                .at_subtrees_where(lambda kp, x: bool(kp) and is_bias(kp), with_keypath=True)
+                .apply(zl)
+            ),
+            "sepes at[...]['bias'].apply": lambda: sp.at(tree)[...]["bias"].apply(zl),
+        },
+        repeats,
+    )
+
+    model = eqx_linears(n)
+    has_bias = lambda x: isinstance(x, eqx.nn.Linear)  # noqa: E731
+
+    def where(m: Any) -> list[Any]:
+        leaves = jax.tree_util.tree_leaves(m, is_leaf=has_bias)
+        return [lin.bias for lin in leaves if has_bias(lin)]
+
+    run_tools(
+        "2",
+        f"eqx, {n:,} Linear",
+        {
+            "treewalk replace('**/bias', tw.zeros)": lambda: tw.replace(
+                model, "**/bias", tw.zeros
+            ),
+            "tree_map_with_path + zeros_like": lambda: jax.tree_util.tree_map_with_path(
+                hand, model
+            ),
+            "eqx.tree_at(where, replace_fn=zeros_like)": lambda: eqx.tree_at(
+                where, model, replace_fn=zl
+            ),
+            "penzai at_instances_of(Linear).at(bias)": lambda: (
+                pz.select(model).at_instances_of(eqx.nn.Linear).at(lambda lin: lin.bias).apply(zl)
+            ),
+            "sepes at['layers'][...]['bias'].apply": lambda: sp.at(model)["layers"][...][
+                "bias"
+            ].apply(zl),
+        },
+        repeats,
+    )
+
+    from flax import nnx
+
+    m = 50 if quick else 500
+
+    class NStack(nnx.Module):
+        def __init__(self, n: int, rngs: nnx.Rngs) -> None:
+            self.layers = nnx.List([nnx.Linear(8, 8, rngs=rngs) for _ in range(n)])
+
+    nmodel = NStack(m, nnx.Rngs(0))
+
+    def nnx_map_state() -> Any:
+        graphdef, state = nnx.split(nmodel)
+        state = nnx.map_state(lambda p, v: v.replace(zl(v.value)) if p[-1] == "bias" else v, state)
+        return nnx.merge(graphdef, state)
+
+    def nnx_filter() -> Any:
+        graphdef, bias, rest = nnx.split(nmodel, nnx.PathContains("bias"), ...)
+        bias = jax.tree_util.tree_map(zl, bias)
+        return nnx.merge(graphdef, bias, rest)
+
+    run_tools(
+        "2",
+        f"nnx, {m:,} Linear",
+        {
+            "treewalk replace('**/bias', tw.zeros)": lambda: tw.replace(
+                nmodel, "**/bias", tw.zeros
+            ),
+            "nnx.split + map_state + merge": nnx_map_state,
+            "nnx.split(filter) + tree_map + merge": nnx_filter,
+        },
+        repeats,
+    )
+
+
+def case3(quick: bool, repeats: int) -> None:
+    import equinox as eqx
+    from penzai import pz
+
+    import treewalk as tw
+
+    n = 500 if quick else 10_000
+    print(f"case 3: select every eqx.nn.Linear ({n:,} layers)")
+    model = eqx_linears(n, size=4)
+    lin = eqx.nn.Linear
+    is_lin = lambda x: isinstance(x, lin)  # noqa: E731
+    run_tools(
+        "3",
+        f"eqx, {n:,} Linear",
+        {
+            "treewalk select(eqx.nn.Linear)": lambda: tw.select(model, lin),
+            "penzai at_instances_of(Linear).get_sequence": lambda: (
+                pz.select(model).at_instances_of(lin).get_sequence()
+            ),
+            "tree_leaves(is_leaf=isinstance)": lambda: [
+                x for x in jax.tree_util.tree_leaves(model, is_leaf=is_lin) if is_lin(x)
+            ],
+            "tree_flatten_with_path(is_leaf=isinstance)": lambda: [
+                (p, x)
+                for p, x in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_lin)[0]
+                if is_lin(x)
+            ],
+        },
+        repeats,
+    )
+
+
+def case4(quick: bool, repeats: int) -> None:
+    import optax
+
+    import treewalk as tw
+
+    n = 200 if quick else 2_000
+    tree = dict_layers(n)
+    n_leaves = len(jax.tree_util.tree_leaves(tree))
+    print(f"case 4: keyed normal re-init of every leaf, eager ({n_leaves:,} leaves)")
+    key = jax.random.key(0)
+    normal = tw.initializer(jax.nn.initializers.normal(1.0))
+
+    def split_index() -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        keys = jax.random.split(key, len(leaves))
+        new = [jax.random.normal(keys[i], x.shape, x.dtype) for i, x in enumerate(leaves)]
+        return jax.tree_util.tree_unflatten(treedef, new)
+
+    def split_list() -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        keys = list(jax.random.split(key, len(leaves)))
+        new = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+        return jax.tree_util.tree_unflatten(treedef, new)
+
+    run_tools(
+        "4",
+        f"dict, {n_leaves:,} leaves",
+        {
+            "treewalk replace(arrays, normal, key)": lambda: tw.replace(
+                tree, tw.arrays, normal, key=key
+            ),
+            "treewalk replace(..., keys='split')": lambda: tw.replace(
+                tree, tw.arrays, normal, key=key, keys="split"
+            ),
+            "optax tree_random_like": lambda: optax.tree_utils.tree_random_like(
+                key, tree, jax.random.normal
+            ),
+            "split, keys[i] per leaf": split_index,
+            "list(split) per leaf": split_list,
+        },
+        repeats,
+    )
+
+
+def case5(quick: bool, repeats: int, slow: bool) -> None:
+    import treewalk as tw
+
+    sizes = [10] if quick else [200, 2_000]
+    normal = tw.initializer(jax.nn.initializers.normal(1.0))
+    key = jax.random.key(0)
+    for n in sizes:
+        leaves = small_arrays(n, (8, 8))
+        tree = {f"layer_{i}": {"kernel": leaves[i]} for i in range(n)}
+        label = f"dict, {n:,} leaves (8, 8)"
+        print(f"case 5: keyed normal re-init under jax.jit ({label})")
+
+        def make_tw() -> Callable[..., Any]:
+            return jax.jit(lambda t, k: tw.replace(t, tw.arrays, normal, key=k))
+
+        def make_hand() -> Callable[..., Any]:
+            def f(t: Any, k: Any) -> Any:
+                flat, treedef = jax.tree_util.tree_flatten(t)
+                ks = jax.random.split(k, len(flat))
+                new = [jax.random.normal(ks[i], x.shape, x.dtype) for i, x in enumerate(flat)]
+                return jax.tree_util.tree_unflatten(treedef, new)
+
+            return jax.jit(f)
+
+        tools = {
+            "treewalk replace(arrays, normal, key)": make_tw,
+            "per-leaf split + normal": make_hand,
+        }
+        for tool, make in tools.items():
+            if tool.startswith("per-leaf") and n >= 2_000 and not slow:
+                print(f"  5     {label:<28} {tool:<44}    skipped (pass --slow: ~8 min)")
+                continue
+            reps = 1 if n >= 2_000 else max(1, min(repeats, 3))
+            compiles = []
+            for _ in range(reps):
+                f = make()
+                t0 = time.perf_counter()
+                compiled = f.lower(tree, key).compile()
+                compiles.append(time.perf_counter() - t0)
+            record("5c", label, f"compile: {tool}", statistics.median(compiles))
+            record("5r", label, f"run: {tool}", median_time(lambda: compiled(tree, key), repeats))
+
+
+# --------------------------------------------------------------------------- case 6
+
+
+MEM_VARIANTS = [
+    "treewalk: eqx.filter_eval_shape + replace",
+    "treewalk: nnx.eval_shape + replace",
+    "treewalk: eqx.filter_eval_shape + tw.materialize",
+    "construct eqx model, then re-init (tree_map)",
+    "construct eqx model, then tw.replace re-init",
+    "construct eqx model only",
+]
+
+
+def _mem_model(quick: bool) -> tuple[int, int]:
+    # 32 layers of (d, d) float32: d=1024 -> 128 MiB; full: d=2816 -> ~1 GB.
+    return (32, 128) if quick else (32, 2816)
+
+
+def mem_worker(variant: str, quick: bool) -> None:
+    """Run one case-6 variant in this (fresh) process and print a JSON line."""
+    import equinox as eqx
+
+    import treewalk as tw
+
+    n_layers, d = _mem_model(quick)
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def make(key: Any) -> Any:
+        keys = jax.random.split(key, n_layers)
+        return [eqx.nn.Linear(d, d, use_bias=False, key=k) for k in keys]
+
+    init = tw.initializer(jax.nn.initializers.normal(0.02))
+    key = jax.random.key(0)
+    model_bytes = n_layers * d * d * 4
+    # Warm up JAX's dispatch and compile paths on a tiny model, then measure.
+    tiny = [eqx.nn.Linear(4, 4, use_bias=False, key=key)]
+    block(tw.replace(eqx.filter_eval_shape(lambda: tiny), tw.arrays, init, key=key))
+    gc.collect()
+    before = rss()
+    t0 = time.perf_counter()
+    if variant == "treewalk: eqx.filter_eval_shape + replace":
+        abstract = eqx.filter_eval_shape(make, key)
+        out = block(tw.replace(abstract, tw.arrays, init, key=key))
+    elif variant == "treewalk: nnx.eval_shape + replace":
+        from flax import nnx
+
+        class Stack(nnx.Module):
+            def __init__(self, rngs: nnx.Rngs) -> None:
+                self.layers = nnx.List(
+                    [nnx.Linear(d, d, use_bias=False, rngs=rngs) for _ in range(n_layers)]
+                )
+
+        abstract = nnx.eval_shape(lambda: Stack(nnx.Rngs(0)))
+        out = tw.replace(abstract, tw.arrays, init, key=key)
+        block(nnx.state(out))
+    elif variant == "treewalk: eqx.filter_eval_shape + tw.materialize":
+        abstract = eqx.filter_eval_shape(make, key)
+        out = block(tw.materialize(abstract, init, key=key))
+    elif variant == "construct eqx model, then re-init (tree_map)":
+        model = make(key)
+        leaves, treedef = jax.tree_util.tree_flatten(model)
+        ks = list(jax.random.split(jax.random.key(1), len(leaves)))
+        out = [init.draw(k, x.shape, x.dtype) for k, x in zip(ks, leaves)]
+        del leaves
+        out = block(jax.tree_util.tree_unflatten(treedef, out))
+        del model
+    elif variant == "construct eqx model, then tw.replace re-init":
+        model = make(key)
+        out = tw.replace(model, tw.arrays, init, key=key)
+        del model
+        block(out)
+    elif variant == "construct eqx model only":
+        out = block(make(key))
+    else:
+        raise SystemExit(f"unknown variant {variant!r}")
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "before": before,
+                "peak": peak,
+                "model_bytes": model_bytes,
+                "wall": wall,
+            }
+        )
+    )
+
+
+def case6(quick: bool) -> None:
+    n_layers, d = _mem_model(quick)
+    model_bytes = n_layers * d * d * 4
+    label = f"eqx, {n_layers} x ({d},{d}) = {model_bytes / 2**20:.0f} MiB"
+    print(f"case 6: materialise an abstract model, peak RSS above baseline ({label})")
+    for variant in MEM_VARIANTS:
+        cmd = [sys.executable, os.path.abspath(__file__), "--mem-worker", variant]
+        if quick:
+            cmd.append("--quick")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            record("6m", label, variant, float("nan"), unit="x model", note="failed")
+            continue
+        r = json.loads(lines[-1])
+        ratio = (r["peak"] - r["before"]) / r["model_bytes"]
+        record("6m", label, variant, ratio, unit="x model", extra=r)
+        record("6t", label, variant, r["wall"])
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table() -> str:
+    """Markdown table: ratios against the treewalk row of the same case and tree."""
+    lines = [
+        "| case | tree | tool | median | ratio to treewalk |",
+        "|---|---|---|---:|---:|",
+    ]
+    base: dict[tuple[str, str], float] = {}
+    for r in ROWS:
+        if "treewalk" in r.tool and (r.case, r.tree) not in base:
+            base[(r.case, r.tree)] = r.value
+    for r in ROWS:
+        b = base.get((r.case, r.tree))
+        ratio = f"{r.value / b:.2f}x" if b and b == b and r.value == r.value else "-"
+        shown = f"{r.value * 1e3:.2f} ms" if r.unit == "s" else f"{r.value:.2f} {r.unit}"
+        if r.unit == "s" and r.value >= 10:
+            shown = f"{r.value:.1f} s"
+        lines.append(f"| {r.case} | {r.tree} | {r.tool} | {shown} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small trees, seconds (CI smoke)")
+    ap.add_argument("--slow", action="store_true", help="also per-leaf jit at 2,000 leaves")
+    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated case numbers")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per tool")
+    ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mem_worker:
+        mem_worker(args.mem_worker, args.quick)
+        return
+    repeats = args.repeats or (3 if args.quick else 7)
+    only = {c.strip() for c in args.only.split(",")}
+    import equinox
+    import flax
+    import optax
+    import penzai
+
+    import treewalk
+
+    print(
+        f"treewalk bench ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.2f}, {platform.python_version()}, "
+        f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), "
+        f"treewalk {treewalk.__version__}, equinox {equinox.__version__}, flax {flax.__version__}, "
+        f"optax {optax.__version__}, penzai {penzai.__version__}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    if "1" in only:
+        case1(args.quick, repeats)
+    if "2" in only:
+        case2(args.quick, repeats)
+    if "3" in only:
+        case3(args.quick, repeats)
+    if "4" in only:
+        case4(args.quick, repeats)
+    if "5" in only:
+        case5(args.quick, repeats, args.slow)
+    if "6" in only:
+        case6(args.quick)
+    print()
+    print(table())
+    print(f"\ntotal {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.__dict__ for r in ROWS], f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
