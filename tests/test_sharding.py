@@ -154,7 +154,6 @@ def deep_plan(axes):
 
 
 MESHES = {
-    "one_device": lambda: jax.make_mesh((1, 1), ("a", "b"), devices=jax.devices()[:1]),
     "mesh8": lambda: jax.make_mesh((8, 1), ("a", "b"), axis_types=(AxisType.Auto,) * 2),
     "mesh2x4": lambda: jax.make_mesh((2, 4), ("a", "b")),
 }
@@ -191,20 +190,23 @@ def test_materialize_equinox_shardings(deep_results, name):
         assert f"f32[{WIDTH},{WIDTH}]" not in text and f"f32[{DEPTH},{WIDTH},{WIDTH}]" not in text
 
 
-def test_materialize_equinox_values_independent_of_mesh(deep_results):
-    (_, one, _), (_, eight, _), (_, two_four, _) = (deep_results[n] for n in MESHES)
-    same_values(one, eight)
-    same_values(one, two_four)
+def test_materialize_equinox_values_independent_of_mesh(deep_abstract, deep_results):
+    # One device: the same init done eagerly by `replace` (abstract leaves become arrays).
+    one = tw.replace(deep_abstract, "**/bias", tw.zeros)
+    one = tw.replace(one, "**/weight", NORMAL, key=jax.random.key(1))
+    assert one.layers[0].weight.sharding.device_set == {jax.devices()[0]}
+    same_values(one, deep_results["mesh8"][1])
+    same_values(one, deep_results["mesh2x4"][1])
     assert not bool((one.layers[0].weight == one.layers[1].weight).all())
     assert bool((one.layers[0].bias == 0).all())
 
 
-def test_materialize_equals_replace_on_concrete(deep_results):
-    abstract = eqx.filter_eval_shape(Deep, DEPTH, WIDTH, jax.random.key(0))
-    concrete = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
-    ref = tw.replace(concrete, "**/bias", tw.zeros)
-    ref = tw.replace(ref, "**/weight", NORMAL, key=jax.random.key(1))
-    same_values(ref, deep_results["mesh2x4"][1])
+def test_materialize_one_device_mesh():
+    abstract = {"w": jax.ShapeDtypeStruct((16, 8), jnp.float32)}
+    mesh = jax.make_mesh((1,), ("x",), devices=jax.devices()[:1])
+    got = tw.materialize(abstract, NORMAL, key=jax.random.key(0), plan={"w": P("x")}, mesh=mesh)
+    assert got["w"].sharding == NamedSharding(mesh, P("x"))
+    same_values(got, tw.replace(abstract, "w", NORMAL, key=jax.random.key(0)))
 
 
 def test_materialize_ignores_global_threefry_setting():
