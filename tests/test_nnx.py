@@ -248,3 +248,38 @@ def test_eval_shape_model_materialised():
     assert all(isinstance(x, jax.Array) for _, x in tw.select(out, tw.arrays))
     assert type(out.l1.kernel) is nnx.Param
     assert out(jnp.ones((1, 3))).shape == (1, 2)
+
+
+# ------------------------------------------------------------------------------ ties
+
+
+class Tied(nnx.Module):
+    """The same `Linear` reached by two attributes (a tied layer)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.a = nnx.Linear(2, 2, rngs=rngs)
+        self.b = self.a
+
+
+def test_tied_layer_fn_called_once_same_array():
+    m = Tied(nnx.Rngs(0))
+    calls = []
+
+    def fn(path, x, key):
+        calls.append(tw.path_str(path))
+        return jax.random.normal(key, x.shape, x.dtype)
+
+    out = tw.replace(m, "**/kernel", fn, key=jax.random.key(0))
+    assert calls == ["a/kernel"]
+    assert out.a.kernel.get_value() is out.b.kernel.get_value()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core: a Variable shared by two attributes comes back as two Variables (as "
+    "jax.tree.map does on NNX pytrees), so the tie is lost for nnx.state and optimizers",
+)
+def test_tied_layer_stays_one_variable():
+    m = Tied(nnx.Rngs(0))
+    out = tw.replace(m, "**/kernel", tw.zeros)
+    assert out.a.kernel is out.b.kernel

@@ -1,4 +1,5 @@
-"""treewalk masks and labels in real optax update steps, on every framework's params.
+"""Across frameworks: one selector for every framework's models, and treewalk masks and
+labels in real optax update steps on every framework's params.
 
 The recipe under test: decay every dense weight, never a bias or a norm parameter. With
 zero gradients Adam's own update is exactly zero, so what `adamw` returns is the weight
@@ -12,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from frameworks import eqx_block, haiku_params, linen_params, nnx_model, plain_dict
+from frameworks import TREES, eqx_block, haiku_params, linen_params, nnx_model, plain_dict
 
 import treewalk as tw
 
@@ -161,3 +162,29 @@ def test_partition_and_combine_for_training_only_biases():
     grads = eqx.filter_grad(loss)(trainable)
     assert grads.linear1.weight is None and grads.linear2.bias is not None
     assert (grads.linear2.bias != 0).any()
+
+
+# ----------------------------------------------------------------- one selector, all
+
+
+@pytest.mark.parametrize("spec", TREES, ids=str)
+def test_one_selector_finds_every_dense_weight(spec):
+    tree = spec.build()
+    hits = tw.select(tree, tw.name("weight", "kernel", "w") & ~tw.inside(eqx.nn.LayerNorm))
+    hits = [(p, x) for p, x in hits if x.ndim == 2]  # a norm's 1-D weight is no matrix
+    assert len(hits) == spec.n_dense
+    assert all(tw.path_segments(p)[-1] == spec.weight for p, _ in hits)
+
+
+@pytest.mark.parametrize("spec", TREES, ids=str)
+def test_zero_every_bias_everywhere(spec):
+    tree = spec.build()
+    out = tw.replace(tree, tw.name("bias", "b"), tw.zeros)
+    biases = tw.select(out, tw.name("bias", "b"))
+    assert len(biases) == spec.n_bias
+    assert all((np.asarray(x) == 0).all() for _, x in biases)
+    assert type(out) is type(tree)
+    assert jax.tree.structure(out) == jax.tree.structure(tree)
+    rest = tw.arrays & ~tw.name("bias", "b")
+    for (_, new), (_, old) in zip(tw.select(out, rest), tw.select(tree, rest), strict=True):
+        assert new is old
