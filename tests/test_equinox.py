@@ -314,3 +314,33 @@ def test_abstract_model_materialised():
     assert out(jnp.ones(3)).shape == (2,)
     again = tw.replace(abstract, weights, lecun, key=jax.random.key(0))
     np.testing.assert_array_equal(out.linear2.weight, again.linear2.weight)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_no_match_names_selector_and_close_paths():
+    m = eqx_mlp()
+    with pytest.raises(tw.NoMatchError) as info:
+        tw.replace(m, "**/kernel", tw.zeros)  # Equinox calls it `weight`
+    msg = str(info.value)
+    assert "**/kernel" in msg and "layers/0/weight" in msg and "strict=False" in msg
+    assert tw.replace(m, "**/kernel", tw.zeros, strict=False) is m or jax.tree.all(
+        jax.tree.map(lambda a, b: a is b, tw.replace(m, "**/kernel", tw.zeros, strict=False), m)
+    )
+
+
+def test_fn_raising_names_path_and_leaves_model_alone():
+    m = eqx_mlp()
+    w = np.array(m.layers[1].weight)
+
+    def fn(path, x, key):
+        if tw.path_str(path) == "layers/1/weight":
+            raise ValueError("bad layer")
+        return x * 0
+
+    with pytest.raises(tw.CallbackError) as info:
+        tw.replace(m, "**/weight", fn)
+    assert "layers/1/weight" in str(info.value) and "bad layer" in str(info.value)
+    np.testing.assert_array_equal(m.layers[1].weight, w)
+    assert (m.layers[0].weight != 0).any()

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from frameworks import haiku_params, hk_mlp
 
 import treewalk as tw
@@ -90,3 +91,22 @@ def test_mask_and_labels():
     assert mask["mlp/~/linear_1"] == {"b": True, "w": False}
     labels = tw.labels(params, {"decay": "*/w", "no_decay": "*/b"})
     assert labels["mlp/~/linear_0"] == {"b": "no_decay", "w": "decay"}
+
+
+def test_joined_string_pattern_is_no_match():
+    params = haiku_params()
+    with pytest.raises(tw.NoMatchError) as info:
+        tw.replace(params, "mlp/~/linear_0/w", tw.zeros)  # four segments, not two
+    assert "mlp/~/linear_0/w" in str(info.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core: the no-match message lists 'mlp/~/linear_0/w' as the closest path but does "
+    "not say that the key holds '/' and needs a tuple pattern",
+)
+def test_no_match_hints_at_a_tuple_pattern():
+    params = haiku_params()
+    with pytest.raises(tw.NoMatchError) as info:
+        tw.replace(params, "mlp/~/linear_0/w", tw.zeros)
+    assert "tuple" in str(info.value)

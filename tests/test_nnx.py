@@ -274,12 +274,18 @@ def test_tied_layer_fn_called_once_same_array():
     assert out.a.kernel.get_value() is out.b.kernel.get_value()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a Variable shared by two attributes comes back as two Variables (as "
-    "jax.tree.map does on NNX pytrees), so the tie is lost for nnx.state and optimizers",
-)
 def test_tied_layer_stays_one_variable():
     m = Tied(nnx.Rngs(0))
     out = tw.replace(m, "**/kernel", tw.zeros)
     assert out.a.kernel is out.b.kernel
+
+
+def test_dtype_change_is_refused_and_names_the_path():
+    m = nnx_model()
+    with pytest.raises(tw.ReplacementError) as info:
+        tw.replace(m, "l1/kernel", lambda p, x, k: x.astype(jnp.float16))
+    msg = str(info.value)
+    assert "l1/kernel" in msg and "float16" in msg and "float32" in msg
+    assert m.l1.kernel[...].dtype == jnp.float32
+    out = tw.replace(m, "l1/kernel", lambda p, x, k: x.astype(jnp.float16), check=False)
+    assert out.l1.kernel[...].dtype == jnp.float16 and type(out.l1.kernel) is nnx.Param

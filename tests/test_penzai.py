@@ -107,11 +107,6 @@ def test_tied_parameter_fn_called_once():
     np.testing.assert_array_equal(first.value.data_array, second.value.data_array)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a Parameter shared by two layers comes back as two Parameters with the "
-    "same label, so pz.unbind_variables raises VariableConflictError",
-)
 def test_tied_parameter_stays_one_variable():
     seq = tied_embeddings()
     out = tw.replace(seq, tw.arrays, tw.zeros)
