@@ -50,3 +50,6 @@ assert isinstance(new_model.l1.kernel, nnx.Param)  # the Param boxes survive
 params = {"encoder": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
           "head": {"kernel": jnp.ones((8, 2)), "bias": jnp.ones(2)}}
 report("plain dict", params, reinit(params, key))
+
+print("\n== tw.show: look before you change")
+print(tw.show(mlp, "**/bias"))
