@@ -87,6 +87,29 @@ def test_of_type_linear_and_param():
     assert sorted(strs(m, tw.name("weight", "kernel", "w"))) == ["l1/kernel", "l2/kernel"]
 
 
+class WithState(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.l = nnx.Linear(3, 4, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+
+def test_variable_kinds_by_type():
+    m = WithState(nnx.Rngs(0, dropout=1))
+    # `tw.arrays` also sees batch statistics and the dropout RNG state ...
+    assert {"bn/mean", "drop/rngs/key", "drop/rngs/count"} <= set(strs(m, tw.arrays))
+    # ... the Variable type tells parameters from the rest.
+    assert strs(m, tw.of_type(nnx.Param)) == ["bn/bias", "bn/scale", "l/bias", "l/kernel"]
+    assert strs(m, nnx.BatchStat) == ["bn/mean", "bn/var"]
+    out = tw.replace(m, tw.of_type(nnx.Param), tw.zeros)
+    assert type(out.bn.mean) is nnx.BatchStat and (out.bn.scale[...] == 0).all()
+    np.testing.assert_array_equal(
+        jax.random.key_data(out.drop.rngs.key[...]), jax.random.key_data(m.drop.rngs.key[...])
+    )
+    out.train()
+    assert out.drop(jnp.ones((2, 4))).shape == (2, 4)  # the RNG stream still works
+
+
 def test_mask_of_state():
     state = nnx.state(nnx_model())
     mask = tw.mask(state, "**/bias")
@@ -157,11 +180,17 @@ def test_param_type_and_metadata_survive():
     assert (out.kernel[...] == 0).all()
 
 
-def test_sharding_names_survive():
+@pytest.mark.parametrize("how", ["with_partitioning", "kernel_metadata"])
+def test_sharding_names_survive(how):
+    # flax 0.12 shards eagerly: both ways need a mesh context (`jax.set_mesh`).
     mesh = jax.make_mesh((1, 8), ("data", "model"))
     init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
     with jax.set_mesh(mesh):
-        m = nnx.Linear(4, 8, kernel_init=init, rngs=nnx.Rngs(0))
+        if how == "with_partitioning":
+            m = nnx.Linear(4, 8, kernel_init=init, rngs=nnx.Rngs(0))
+        else:
+            meta = {"out_sharding": (None, "model")}
+            m = nnx.Linear(4, 8, kernel_metadata=meta, rngs=nnx.Rngs(0))
     assert m.kernel.get_metadata()["out_sharding"] == (None, "model")
     out = tw.replace(m, "kernel", lecun, key=jax.random.key(1))
     assert type(out.kernel) is nnx.Param

@@ -31,6 +31,7 @@ _LEAF_TYPES: tuple[type, ...] = (
 # Equinox module goes through its `__getattribute__` and ABC checks, which is slow when a
 # model has thousands of layers.
 LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE = 1, 2, 4, 8
+SHARED = LEAF_BOX | MUTABLE  # mutable objects whose identity matters (ties)
 
 
 class TypeKinds(dict[type, int]):
@@ -139,12 +140,25 @@ class Walk:
         pytree_boxes = registry.pytree_boxes
         box_flags = (PYTREE_BOX | LEAF_BOX) if transparent else 0
         self.box: Any = None
+        self.seen: dict[int, Any] = {}
         walk = self
 
         def go(path: Path, node: Any, ctx: Any) -> Any:
             if exclude is not None and _call("exclude", exclude, path, path, node):
                 return node
             f = kinds[type(node)]
+            if f & SHARED:
+                # A mutable object (NNX module or variable, penzai parameter) met again is
+                # the same object in the result: visited once, rebuilt once, tie kept.
+                seen = walk.seen
+                i = id(node)
+                if i in seen:
+                    return seen[i]
+                out = seen[i] = visit(path, node, f, ctx)
+                return out
+            return visit(path, node, f, ctx)
+
+        def visit(path: Path, node: Any, f: int, ctx: Any) -> Any:
             if f & box_flags:
                 return open_box(path, node, f, ctx)
             if pre is not None:
@@ -201,8 +215,12 @@ class Walk:
         self.go = go
 
     def __call__(self, tree: Any, ctx: Any = None) -> Any:
-        with no_gc():
-            return self.go((), tree, ctx)
+        self.seen = {}
+        try:
+            with no_gc():
+                return self.go((), tree, ctx)
+        finally:
+            self.seen = {}
 
 
 @contextlib.contextmanager
