@@ -1,0 +1,67 @@
+"""The project's tools, as tests: ruff (lint and format), pyright on the package, and
+`mkdocs build --strict` (so a broken API reference or link fails the suite). A tool that
+is not installed is skipped; a tool that fails shows its output."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str | None:
+    exe = BIN / name
+    return str(exe) if exe.exists() else shutil.which(name)
+
+
+def _run(cmd: list[str], timeout: int = 300) -> None:
+    env = {
+        **os.environ,
+        "NO_MKDOCS_2_WARNING": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(cmd)}` exited with {proc.returncode}:\n{proc.stdout}\n{proc.stderr}",
+            pytrace=False,
+        )
+
+
+def test_ruff_check():
+    ruff = _tool("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    _run([ruff, "check", "."])
+
+
+def test_ruff_format():
+    # The Python code base; Markdown code blocks are laid out by hand for reading.
+    ruff = _tool("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    _run([ruff, "format", "--check", "treewalk", "tests"])
+
+
+def test_pyright_on_the_package():
+    pyright = _tool("pyright")
+    if pyright is None:
+        pytest.skip("pyright is not installed")
+    _run([pyright, "--pythonpath", sys.executable, "treewalk"], timeout=600)
+
+
+def test_mkdocs_build_strict(tmp_path):
+    if (
+        importlib.util.find_spec("mkdocs") is None
+        or importlib.util.find_spec("mkdocstrings") is None
+    ):
+        pytest.skip("mkdocs / mkdocstrings are not installed (pip install -e '.[docs]')")
+    _run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
+    )
