@@ -110,3 +110,12 @@ def test_no_match_hints_at_a_tuple_pattern():
     with pytest.raises(tw.NoMatchError) as info:
         tw.replace(params, "mlp/~/linear_0/w", tw.zeros)
     assert "tuple" in str(info.value)
+
+
+def test_abstract_params_materialised():
+    abstract = jax.eval_shape(hk_mlp.init, jax.random.key(0), X)
+    assert isinstance(abstract["mlp/~/linear_0"]["w"], jax.ShapeDtypeStruct)
+    out = tw.replace(abstract, "*/w", lecun, key=jax.random.key(0))
+    out = tw.replace(out, "*/b", tw.zeros)
+    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(out))
+    assert hk_mlp.apply(out, X).shape == (1, 2)

@@ -119,3 +119,15 @@ def test_mask_has_the_params_structure():
     mask = tw.mask(params, "**/kernel")
     assert jax.tree.structure(mask) == jax.tree.structure(params)
     assert sorted(jax.tree.leaves(mask)) == [False, True]
+
+
+def test_abstract_params_materialised():
+    abstract = jax.eval_shape(linen_partitioned_params)
+    box = abstract["params"]["kernel"]
+    assert isinstance(box, nn.Partitioned) and isinstance(box.value, jax.ShapeDtypeStruct)
+    out = tw.replace(abstract, "**/kernel", lecun, key=jax.random.key(0))
+    out = tw.replace(out, "**/bias", tw.zeros)
+    kernel = out["params"]["kernel"]
+    assert isinstance(kernel, nn.Partitioned) and kernel.names == (None, "model")
+    assert isinstance(kernel.value, jax.Array) and kernel.value.shape == (3, 4)
+    assert nn.Dense(4).apply(nn.meta.unbox(out), X).shape == (1, 4)
