@@ -65,3 +65,34 @@ def test_mkdocs_build_strict(tmp_path):
     _run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
     )
+
+
+def test_public_functions_are_annotated():
+    """Every public function (and class constructor) of treewalk has annotated arguments
+    and, for functions, a return annotation: what pyright checks is the whole API."""
+    import inspect
+
+    import treewalk
+    import treewalk.init
+    import treewalk.testing
+
+    missing = []
+    for module in (treewalk, treewalk.init, treewalk.testing):
+        for name in getattr(module, "__all__", None) or dir(module):
+            obj = getattr(module, name)
+            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            if not getattr(obj, "__module__", "").startswith("treewalk"):
+                continue
+            f = obj.__dict__.get("__init__") if inspect.isclass(obj) else obj
+            if f is None or not inspect.isfunction(f):
+                continue
+            sig = inspect.signature(f)
+            args = [
+                p.name
+                for p in sig.parameters.values()
+                if p.annotation is p.empty and p.name not in ("self", "cls")
+            ]
+            if args or (inspect.isfunction(obj) and sig.return_annotation is sig.empty):
+                missing.append(f"{module.__name__}.{name}({', '.join(args)})")
+    assert not missing, f"unannotated public API: {missing}"
