@@ -318,3 +318,38 @@ def test_dtype_change_is_refused_and_names_the_path():
     assert m.l1.kernel[...].dtype == jnp.float32
     out = tw.replace(m, "l1/kernel", lambda p, x, k: x.astype(jnp.float16), check=False)
     assert out.l1.kernel[...].dtype == jnp.float16 and type(out.l1.kernel) is nnx.Param
+
+
+# ---------------------------------------------------------------------- layer surgery
+
+
+def test_surgery_wraps_every_linear_in_lora():
+    m = nnx_model()
+
+    def lora(path, lin, key):
+        return nnx.LoRA(lin.in_features, 2, lin.out_features, base_module=lin, rngs=nnx.Rngs(key))
+
+    out = tw.replace(m, nnx.Linear, lora, key=jax.random.key(0))
+    assert isinstance(out.l1, nnx.LoRA) and isinstance(m.l1, nnx.Linear)
+    assert strs(out, nnx.LoRAParam) == ["l1/lora_a", "l1/lora_b", "l2/lora_a", "l2/lora_b"]
+    x = jnp.ones((1, 3))
+    np.testing.assert_allclose(out(x), m(x), rtol=1e-6)  # lora_b starts at zero
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core: fn receives the input's own NNX layer (not a copy), so returning it, or "
+    "mutating it in place, shares Variables with / mutates the input module",
+)
+def test_layer_fn_cannot_touch_the_input():
+    m = nnx_model()
+    before = values(m)
+
+    def zero_in_place(path, lin, key):
+        lin.kernel[...] = jnp.zeros_like(lin.kernel[...])
+        return lin
+
+    out = tw.replace(m, nnx.Linear, zero_in_place)
+    assert (out.l1.kernel[...] == 0).all()
+    np.testing.assert_array_equal(m.l1.kernel[...], before["l1/kernel"])
+    assert out.l1 is not m.l1 and out.l1.kernel is not m.l1.kernel
