@@ -344,3 +344,18 @@ def test_fn_raising_names_path_and_leaves_model_alone():
     assert "layers/1/weight" in str(info.value) and "bad layer" in str(info.value)
     np.testing.assert_array_equal(m.layers[1].weight, w)
     assert (m.layers[0].weight != 0).any()
+
+
+def test_shared_linear_fn_called_once_tie_kept():
+    lin = eqx.nn.Linear(3, 3, key=jax.random.key(0))
+    tied = {"encoder": lin, "decoder": lin}
+    calls = []
+
+    def fn(path, x, key):
+        calls.append(tw.path_str(path))
+        return jax.random.normal(key, x.shape, x.dtype)
+
+    out = tw.replace(tied, "*/weight", fn, key=jax.random.key(1))
+    assert calls == ["decoder/weight"]  # dicts flatten in key order
+    assert out["encoder"].weight is out["decoder"].weight
+    assert out["encoder"].bias is lin.bias

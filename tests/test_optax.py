@@ -76,6 +76,15 @@ def test_equinox_mask_is_a_callable_module():
     assert mask.norm.weight is False
 
 
+def test_optax_masked_looks_at_mask_leaves_not_the_module():
+    # optax (0.2.8 here) calls a mask only when its *leaves* are callable, so an Equinox
+    # mask tree given directly works for `masked`/`adamw`; `multi_transform` still calls
+    # a Module label tree (next tests). The function form works with both.
+    params = eqx_params()
+    updates = adamw_updates(params, tw.mask(params, DENSE))
+    assert decayed_paths(params, updates) == ["linear1/weight", "linear2/weight"]
+
+
 def test_masked_inner_transform_on_equinox():
     params = eqx_params()
     tx = optax.masked(optax.sgd(1.0), lambda p: tw.mask(p, tw.name("bias")))
