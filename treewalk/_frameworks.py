@@ -127,7 +127,7 @@ def layout_of(layer: Any, weight_name: str) -> str | None:
 _LAYOUTS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("equinox.nn", ("Linear",), "oi"),
     ("equinox.nn", ("Conv", "ConvTranspose"), "oik"),
-    ("flax.nnx", ("Linear", "Conv", "ConvTranspose", "Einsum"), "kio"),
+    ("flax.nnx", ("Linear", "Conv", "ConvTranspose"), "kio"),
 )
 
 

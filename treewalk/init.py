@@ -1,4 +1,24 @@
-"""Layout-aware initialisers for `tw.replace` (filled in by the init issue)."""
+"""Layout-aware initialisers for `tw.replace`, and data-driven empirical init.
 
+Every initialiser here is a `fn` for [`tw.replace`][treewalk.replace]. Fan-based ones
+read a weight's fans in its layer's layout and give a bias its layer's fan-in.
+"""
+
+from ._empirical import LayerStats as LayerStats
+from ._empirical import empirical as empirical
+from ._empirical import layer_stats as layer_stats
 from ._helpers import ones as ones
 from ._helpers import zeros as zeros
+from ._init import Initializer as Initializer
+from ._init import glorot_normal as glorot_normal
+from ._init import glorot_uniform as glorot_uniform
+from ._init import he_normal as he_normal
+from ._init import he_uniform as he_uniform
+from ._init import lecun_normal as lecun_normal
+from ._init import lecun_uniform as lecun_uniform
+from ._init import normal as normal
+from ._init import orthogonal as orthogonal
+from ._init import torch_default as torch_default
+from ._init import truncated_normal as truncated_normal
+from ._init import uniform as uniform
+from ._init import variance_scaling as variance_scaling
