@@ -90,3 +90,11 @@ def test_empty_selection_and_bad_selector():
     assert table.selected == 0 and str(table).endswith("0 of 1 leaf, 0 of 2 parameters (0.0%)")
     with pytest.raises(tw.SelectorError):
         tw.show({"a": 1}, 3)
+
+
+def test_linen_partitioned_box_is_named():
+    import flax.linen as nn
+
+    params = {"kernel": nn.Partitioned(jnp.ones((2, 4)), names=(None, "model"))}
+    [row] = tw.show(params, "kernel").rows
+    assert (row.type, row.shape, row.selected) == ("Partitioned", (2, 4), True)
