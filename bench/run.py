@@ -52,21 +52,24 @@ class Row:
 
 
 def block(x: Any) -> Any:
-    for leaf in jax.tree_util.tree_leaves(x):
-        if isinstance(leaf, jax.Array):
-            leaf.block_until_ready()
-    return x
+    return jax.block_until_ready(x)  # one batched wait for all the arrays
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: bool = True) -> float:
+    """Median wall time of `fn()`, after `warmup` calls. With `sync`, the result's arrays
+    are waited for (eager dispatch is asynchronous); queries that compute nothing on the
+    device pass `sync=False`, so that flattening their result is not timed."""
     for _ in range(warmup):
         block(fn())
     times = []
     gc.collect()
     for _ in range(repeats):
         t0 = time.perf_counter()
-        block(fn())
+        out = fn()
+        if sync:
+            block(out)
         times.append(time.perf_counter() - t0)
+        del out
     return statistics.median(times)
 
 
@@ -77,9 +80,24 @@ def record(case: str, tree: str, tool: str, value: float, **kw: Any) -> None:
     print(f"  {case:<5} {tree:<28} {tool:<44} {shown}", flush=True)
 
 
-def run_tools(case: str, tree: str, tools: dict[str, Callable[[], Any]], repeats: int) -> None:
+def run_tools(
+    case: str, tree: str, tools: dict[str, Callable[[], Any]], repeats: int, sync: bool = True
+) -> None:
     for tool, fn in tools.items():
-        record(case, tree, tool, median_time(fn, repeats))
+        record(case, tree, tool, median_time(fn, repeats, sync=sync))
+
+
+def paused(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` with Python's cyclic garbage collector paused, as treewalk's walks do."""
+
+    def run() -> Any:
+        gc.disable()
+        try:
+            return fn()
+        finally:
+            gc.enable()
+
+    return run
 
 
 # --------------------------------------------------------------------------- trees
@@ -145,17 +163,22 @@ def case1(quick: bool, repeats: int) -> None:
     label = f"nested dict, {len(leaves):,} leaves"
     print(f"case 1: walk overhead, identity over every leaf ({label})")
     ident = lambda p, x, k: x  # noqa: E731
+
+    def twp() -> Any:
+        return jax.tree_util.tree_map_with_path(lambda p, x: x, tree)
+
+    def floor() -> Any:
+        return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_flatten(tree)[0])
+
     run_tools(
         "1",
         label,
         {
             "treewalk replace(tw.arrays, identity)": lambda: tw.replace(tree, tw.arrays, ident),
-            "tree_map_with_path identity": lambda: jax.tree_util.tree_map_with_path(
-                lambda p, x: x, tree
-            ),
-            "floor: tree_flatten + tree_unflatten": lambda: jax.tree_util.tree_unflatten(
-                treedef, jax.tree_util.tree_flatten(tree)[0]
-            ),
+            "tree_map_with_path identity": twp,
+            "floor: tree_flatten + tree_unflatten": floor,
+            "tree_map_with_path identity, gc paused": paused(twp),
+            "floor, gc paused": paused(floor),
         },
         repeats,
     )
@@ -274,7 +297,10 @@ def case3(quick: bool, repeats: int) -> None:
         "3",
         f"eqx, {n:,} Linear",
         {
-            "treewalk select(eqx.nn.Linear)": lambda: tw.select(model, lin),
+            "treewalk select(eqx.nn.Linear, outermost=True)": lambda: tw.select(
+                model, lin, outermost=True
+            ),
+            "treewalk select(eqx.nn.Linear) (also inside matches)": lambda: tw.select(model, lin),
             "penzai at_instances_of(Linear).get_sequence": lambda: (
                 pz.select(model).at_instances_of(lin).get_sequence()
             ),
@@ -288,6 +314,7 @@ def case3(quick: bool, repeats: int) -> None:
             ],
         },
         repeats,
+        sync=False,  # a query: nothing runs on the device
     )
 
 
@@ -312,7 +339,7 @@ def case4(quick: bool, repeats: int) -> None:
     def split_list() -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         keys = list(jax.random.split(key, len(leaves)))
-        new = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+        new = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
         return jax.tree_util.tree_unflatten(treedef, new)
 
     run_tools(
@@ -335,47 +362,50 @@ def case4(quick: bool, repeats: int) -> None:
     )
 
 
+def _jit_tw(normal: Any) -> Callable[..., Any]:
+    import treewalk as tw
+
+    return jax.jit(lambda t, k: tw.replace(t, tw.arrays, normal, key=k))
+
+
+def _jit_per_leaf(normal: Any) -> Callable[..., Any]:
+    def f(t: Any, k: Any) -> Any:
+        flat, treedef = jax.tree_util.tree_flatten(t)
+        ks = jax.random.split(k, len(flat))
+        new = [jax.random.normal(ks[i], x.shape, x.dtype) for i, x in enumerate(flat)]
+        return jax.tree_util.tree_unflatten(treedef, new)
+
+    return jax.jit(f)
+
+
+def _jit_case(label: str, tree: Any, tool: str, make: Any, normal: Any, repeats: int) -> None:
+    key = jax.random.key(0)
+    n = len(jax.tree_util.tree_leaves(tree))
+    compiles = []
+    compiled: Any = None
+    for _ in range(1 if n >= 2_000 else max(1, min(repeats, 3))):
+        f = make(normal)  # a fresh jax.jit of a fresh function: nothing cached
+        t0 = time.perf_counter()
+        compiled = f.lower(tree, key).compile()
+        compiles.append(time.perf_counter() - t0)
+    record("5c", label, f"compile: {tool}", statistics.median(compiles))
+    record("5r", label, f"run: {tool}", median_time(lambda: compiled(tree, key), repeats))
+
+
 def case5(quick: bool, repeats: int, slow: bool) -> None:
     import treewalk as tw
 
-    sizes = [10] if quick else [200, 2_000]
     normal = tw.initializer(jax.nn.initializers.normal(1.0))
-    key = jax.random.key(0)
-    for n in sizes:
+    for n in [10] if quick else [200, 2_000]:
         leaves = small_arrays(n, (8, 8))
         tree = {f"layer_{i}": {"kernel": leaves[i]} for i in range(n)}
         label = f"dict, {n:,} leaves (8, 8)"
         print(f"case 5: keyed normal re-init under jax.jit ({label})")
-
-        def make_tw() -> Callable[..., Any]:
-            return jax.jit(lambda t, k: tw.replace(t, tw.arrays, normal, key=k))
-
-        def make_hand() -> Callable[..., Any]:
-            def f(t: Any, k: Any) -> Any:
-                flat, treedef = jax.tree_util.tree_flatten(t)
-                ks = jax.random.split(k, len(flat))
-                new = [jax.random.normal(ks[i], x.shape, x.dtype) for i, x in enumerate(flat)]
-                return jax.tree_util.tree_unflatten(treedef, new)
-
-            return jax.jit(f)
-
-        tools = {
-            "treewalk replace(arrays, normal, key)": make_tw,
-            "per-leaf split + normal": make_hand,
-        }
-        for tool, make in tools.items():
-            if tool.startswith("per-leaf") and n >= 2_000 and not slow:
-                print(f"  5     {label:<28} {tool:<44}    skipped (pass --slow: ~8 min)")
-                continue
-            reps = 1 if n >= 2_000 else max(1, min(repeats, 3))
-            compiles = []
-            for _ in range(reps):
-                f = make()
-                t0 = time.perf_counter()
-                compiled = f.lower(tree, key).compile()
-                compiles.append(time.perf_counter() - t0)
-            record("5c", label, f"compile: {tool}", statistics.median(compiles))
-            record("5r", label, f"run: {tool}", median_time(lambda: compiled(tree, key), repeats))
+        _jit_case(label, tree, "treewalk replace(arrays, normal, key)", _jit_tw, normal, repeats)
+        if n >= 2_000 and not slow:
+            print(f"  5     {label:<28} per-leaf: skipped (pass --slow; ~8 min to compile)")
+            continue
+        _jit_case(label, tree, "per-leaf split + normal", _jit_per_leaf, normal, repeats)
 
 
 # --------------------------------------------------------------------------- case 6
@@ -392,8 +422,8 @@ MEM_VARIANTS = [
 
 
 def _mem_model(quick: bool) -> tuple[int, int]:
-    # 32 layers of (d, d) float32: d=1024 -> 128 MiB; full: d=2816 -> ~1 GB.
-    return (32, 128) if quick else (32, 2816)
+    # Layers of (d, d) float32: quick 8 x 512 -> 8 MiB; full 32 x 2816 -> ~1 GB.
+    return (8, 512) if quick else (32, 2816)
 
 
 def mem_worker(variant: str, quick: bool) -> None:
@@ -408,56 +438,62 @@ def mem_worker(variant: str, quick: bool) -> None:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    def make(key: Any) -> Any:
-        keys = jax.random.split(key, n_layers)
+    def make(key: Any, n: int) -> Any:
+        keys = jax.random.split(key, n)
         return [eqx.nn.Linear(d, d, use_bias=False, key=k) for k in keys]
 
     init = tw.initializer(jax.nn.initializers.normal(0.02))
     key = jax.random.key(0)
     model_bytes = n_layers * d * d * 4
-    # Warm up JAX's dispatch and compile paths on a tiny model, then measure.
-    tiny = [eqx.nn.Linear(4, 4, use_bias=False, key=key)]
-    block(tw.replace(eqx.filter_eval_shape(lambda: tiny), tw.arrays, init, key=key))
+
+    def go(n: int) -> Any:
+        if variant == "treewalk: eqx.filter_eval_shape + replace":
+            abstract = eqx.filter_eval_shape(make, key, n)
+            return block(tw.replace(abstract, tw.arrays, init, key=key))
+        if variant == "treewalk: nnx.eval_shape + replace":
+            from flax import nnx
+
+            class Stack(nnx.Module):
+                def __init__(self, rngs: nnx.Rngs) -> None:
+                    self.layers = nnx.List(
+                        [nnx.Linear(d, d, use_bias=False, rngs=rngs) for _ in range(n)]
+                    )
+
+            abstract = nnx.eval_shape(lambda: Stack(nnx.Rngs(0)))
+            out = tw.replace(abstract, tw.arrays, init, key=key)
+            block(nnx.state(out))
+            return out
+        if variant == "treewalk: eqx.filter_eval_shape + tw.materialize":
+            abstract = eqx.filter_eval_shape(make, key, n)
+            return block(tw.materialize(abstract, init, key=key))
+        if variant == "construct eqx model, then re-init (tree_map)":
+            model = make(key, n)
+            leaves, treedef = jax.tree_util.tree_flatten(model)
+            del model
+            ks = list(jax.random.split(jax.random.key(1), len(leaves)))
+            new = [init.draw(k, x.shape, x.dtype) for k, x in zip(ks, leaves, strict=True)]
+            del leaves
+            return block(jax.tree_util.tree_unflatten(treedef, new))
+        if variant == "construct eqx model, then tw.replace re-init":
+            model = make(key, n)
+            out = tw.replace(model, tw.arrays, init, key=key)
+            del model
+            return block(out)
+        if variant == "construct eqx model only":
+            return block(make(key, n))
+        raise SystemExit(f"unknown variant {variant!r}")
+
+    # Warm-up: the same variant on 2 layers of the same width (compiles every per-leaf
+    # program at the real shapes), freed before the baseline is read.
+    warm = go(2)
+    del warm
     gc.collect()
     before = rss()
     t0 = time.perf_counter()
-    if variant == "treewalk: eqx.filter_eval_shape + replace":
-        abstract = eqx.filter_eval_shape(make, key)
-        out = block(tw.replace(abstract, tw.arrays, init, key=key))
-    elif variant == "treewalk: nnx.eval_shape + replace":
-        from flax import nnx
-
-        class Stack(nnx.Module):
-            def __init__(self, rngs: nnx.Rngs) -> None:
-                self.layers = nnx.List(
-                    [nnx.Linear(d, d, use_bias=False, rngs=rngs) for _ in range(n_layers)]
-                )
-
-        abstract = nnx.eval_shape(lambda: Stack(nnx.Rngs(0)))
-        out = tw.replace(abstract, tw.arrays, init, key=key)
-        block(nnx.state(out))
-    elif variant == "treewalk: eqx.filter_eval_shape + tw.materialize":
-        abstract = eqx.filter_eval_shape(make, key)
-        out = block(tw.materialize(abstract, init, key=key))
-    elif variant == "construct eqx model, then re-init (tree_map)":
-        model = make(key)
-        leaves, treedef = jax.tree_util.tree_flatten(model)
-        ks = list(jax.random.split(jax.random.key(1), len(leaves)))
-        out = [init.draw(k, x.shape, x.dtype) for k, x in zip(ks, leaves)]
-        del leaves
-        out = block(jax.tree_util.tree_unflatten(treedef, out))
-        del model
-    elif variant == "construct eqx model, then tw.replace re-init":
-        model = make(key)
-        out = tw.replace(model, tw.arrays, init, key=key)
-        del model
-        block(out)
-    elif variant == "construct eqx model only":
-        out = block(make(key))
-    else:
-        raise SystemExit(f"unknown variant {variant!r}")
+    out = go(n_layers)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del out
     print(
         json.dumps(
             {
@@ -476,7 +512,9 @@ def case6(quick: bool) -> None:
     model_bytes = n_layers * d * d * 4
     label = f"eqx, {n_layers} x ({d},{d}) = {model_bytes / 2**20:.0f} MiB"
     print(f"case 6: materialise an abstract model, peak RSS above baseline ({label})")
-    for variant in MEM_VARIANTS:
+    # The quick mode (a smoke test) runs one treewalk variant and one alternative.
+    variants = [MEM_VARIANTS[0], MEM_VARIANTS[3]] if quick else MEM_VARIANTS
+    for variant in variants:
         cmd = [sys.executable, os.path.abspath(__file__), "--mem-worker", variant]
         if quick:
             cmd.append("--quick")
@@ -537,11 +575,12 @@ def main() -> None:
     import treewalk
 
     print(
-        f"treewalk bench ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"treewalk bench ({'quick' if args.quick else 'full'}), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.2f}, {platform.python_version()}, "
         f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} devices), "
-        f"treewalk {treewalk.__version__}, equinox {equinox.__version__}, flax {flax.__version__}, "
-        f"optax {optax.__version__}, penzai {penzai.__version__}",
+        f"treewalk {treewalk.__version__}, equinox {equinox.__version__}, "
+        f"flax {flax.__version__}, optax {optax.__version__}, penzai {penzai.__version__}",
         flush=True,
     )
     t0 = time.perf_counter()
