@@ -336,11 +336,6 @@ def test_surgery_wraps_every_linear_in_lora():
     np.testing.assert_allclose(out(x), m(x), rtol=1e-6)  # lora_b starts at zero
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: fn receives the input's own NNX layer (not a copy), so returning it, or "
-    "mutating it in place, shares Variables with / mutates the input module",
-)
 def test_layer_fn_cannot_touch_the_input():
     m = nnx_model()
     before = values(m)

@@ -18,7 +18,7 @@ from ._keys import as_typed_key, path_keys, split_keys
 from ._path import Path, path_str, show_path
 from ._scan import matches, scan
 from ._selectors import ARRAY_TYPES, Node, Selector, as_selector, is_array_type
-from ._walk import Stop, Walk, _call, check_callable
+from ._walk import MUTABLE, Stop, Walk, _call, check_callable, type_kinds
 
 ReplaceFn = Callable[[Path, Any, Any], Any]
 
@@ -142,6 +142,9 @@ class _Apply:
 
     def __call__(self, n: Node, key: Any) -> Any:
         fn = self.fn
+        if type_kinds()[type(n.node)] & MUTABLE:
+            # An NNX module: fn gets a copy, so even an in-place edit leaves the input as it is.
+            n = Node(n.path, Walk()(n.node), n.outer, n.parent)
         tw_call = getattr(fn, "tw_call", None)
         if tw_call is not None:
             new = _call(f"{fn!r} (selector {self.sel!r})", tw_call, n.path, n, key)
