@@ -149,7 +149,7 @@ def find_fans(n: Node, layout: str | None, name: str) -> Fans:
             f"give it `tw.ones`/`tw.zeros`, or pass `fan_in=` explicitly."
         )
     wlayout = layout
-    if wlayout is None and layer is not None and last in WEIGHT_NAMES:
+    if wlayout is None and last in WEIGHT_NAMES:
         wlayout = layout_of(layer, str(last))
     if wlayout is None:
         raise InitError(
@@ -696,7 +696,7 @@ class orthogonal(Initializer):
             return ("orth", self.column_axis % len(shape))
         layout = self.layout
         layer = None if n.parent is None else n.parent.node
-        if layout is None and layer is not None and n.last in WEIGHT_NAMES:
+        if layout is None and n.last in WEIGHT_NAMES:
             layout = layout_of(layer, str(n.last))
         axes = None if layout is None else axes_of(layout, len(shape))
         if axes is None:
