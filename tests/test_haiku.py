@@ -100,11 +100,6 @@ def test_joined_string_pattern_is_no_match():
     assert "mlp/~/linear_0/w" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the no-match message lists 'mlp/~/linear_0/w' as the closest path but does "
-    "not say that the key holds '/' and needs a tuple pattern",
-)
 def test_no_match_hints_at_a_tuple_pattern():
     params = haiku_params()
     with pytest.raises(tw.NoMatchError) as info:

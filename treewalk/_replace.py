@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -13,12 +14,13 @@ from jaxtyping import PyTree
 
 from ._errors import ArgumentError, NoMatchError, ReplacementError
 from ._fast import fast_matches, fast_types, rebuild_by_paths
+from ._frameworks import registry
 from ._helpers import _place, constrain, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
 from ._path import Path, path_str, show_path
 from ._scan import matches, scan
 from ._selectors import ARRAY_TYPES, Node, Selector, as_selector, is_array_type
-from ._walk import MUTABLE, Stop, Walk, _call, check_callable, type_kinds
+from ._walk import LEAF, SHARED, Stop, Walk, _call, check_callable, type_kinds
 
 ReplaceFn = Callable[[Path, Any, Any], Any]
 
@@ -142,9 +144,10 @@ class _Apply:
 
     def __call__(self, n: Node, key: Any) -> Any:
         fn = self.fn
-        if type_kinds()[type(n.node)] & MUTABLE:
-            # An NNX module: fn gets a copy, so even an in-place edit leaves the input as it is.
-            n = Node(n.path, Walk()(n.node), n.outer, n.parent)
+        if _may_hold_mutables(n.node):
+            # fn gets a copy of a layer that holds mutable objects (an NNX module, a penzai
+            # layer with Parameters), so even an in-place edit leaves the input as it is.
+            n = Node(n.path, Walk(transparent=True)(n.node), n.outer, n.parent)
         tw_call = getattr(fn, "tw_call", None)
         if tw_call is not None:
             new = _call(f"{fn!r} (selector {self.sel!r})", tw_call, n.path, n, key)
@@ -153,6 +156,15 @@ class _Apply:
         if self.check:
             check_replacement(n, new, self.sel)
         return _place(new, n.node)
+
+
+def _may_hold_mutables(node: Any) -> bool:
+    """Is `node` a mutable object or a container that may hold one? Only when a framework
+    with mutable nodes (Flax NNX, penzai) is loaded."""
+    if not (registry.mutable or registry.leaf_boxes):
+        return False
+    f = type_kinds()[type(node)]
+    return bool(f & SHARED) or not (f & LEAF or node is None)
 
 
 def check_replacement(n: Node, new: Any, sel: Selector) -> None:
@@ -368,19 +380,32 @@ def batch_signature(n: Node) -> tuple[Any, Any] | None:
 
 
 def _no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
-    from ._selectors import everything
+    from ._selectors import everything, glob
 
-    all_paths = [path_str(n.path) for n in matches(tree, everything, is_leaf=is_leaf)]
-    all_paths = [p for p in dict.fromkeys(all_paths) if p]
+    nodes = [n for n in matches(tree, everything, is_leaf=is_leaf) if n.path]
+    all_paths = list(dict.fromkeys(path_str(n.path) for n in nodes))
     target = repr(sel)
     for q in ("glob(", "regex(", "name("):
         if target.startswith(q):
             target = target[len(q) :].strip(")'\"")
     close = difflib.get_close_matches(target, all_paths, n=5, cutoff=0.0)
     shown = ", ".join(repr(p) for p in close) if close else "(the tree has no paths)"
+    hint = ""
+    if isinstance(sel, glob) and isinstance(sel.pattern, str):
+        # A key holding '/' (Haiku's 'mlp/~/linear_0') is ONE segment: the glob's '/' split it.
+        for n in nodes:
+            segs = n.segs
+            if any("/" in str(x) for x in segs) and fnmatch.fnmatchcase(path_str(n.path), target):
+                tup = tuple(str(x) for x in segs)
+                hint = (
+                    f" The key of {path_str(n.path)!r} holds '/', so it is one segment and "
+                    f"a glob string splits it: pass a tuple of segment patterns instead, "
+                    f"tw.glob({tup!r}), or match the key with '*' ('*/{tup[-1]}')."
+                )
+                break
     return (
         f"selector {sel!r} matched nothing ({len(all_paths)} paths in the tree). "
-        f"Closest paths: {shown}. Fix the selector (globs are anchored at the root: "
+        f"Closest paths: {shown}.{hint} Fix the selector (globs are anchored at the root: "
         f"'**/bias' is any bias, 'bias' only a top-level one), or pass strict=False to "
         f"allow an empty selection."
     )
