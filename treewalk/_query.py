@@ -151,8 +151,10 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
     !!! warning "Equinox models with optax"
 
         The mask of an Equinox model is itself an Equinox `Module`, and Modules are
-        callable, so `optax.masked`/`optax.adamw(mask=...)` would *call* it. Pass a
-        function instead: `optax.adamw(1e-3, mask=lambda p: tw.mask(p, sel))`.
+        callable (equinox#193, optax#913). optax 0.2.8's `masked` only calls a mask whose
+        leaves are callable, so a Module of bools works there, but older optax calls it,
+        and `multi_transform` still calls a callable label tree. Passing a function works
+        everywhere: `optax.adamw(1e-3, mask=lambda p: tw.mask(p, sel))`.
 
     !!! Example
 
@@ -175,6 +177,9 @@ def labels(
     tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None, is_leaf: IsLeaf = None
 ) -> PyTree:
     """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
+
+    For an Equinox model pass a function, `param_labels=lambda p: tw.labels(p, spec)`:
+    the label tree of a model is a `Module`, which `multi_transform` would call.
 
     Each leaf gets the label whose selector matches it. As in [`tw.mask`][treewalk.mask],
     selectors are asked about leaves only (use `tw.inside(...)` for "everything in this
