@@ -14,40 +14,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import ArgumentError, InitError
-from ._frameworks import BIAS_NAMES, WEIGHT_NAMES
+from ._frameworks import WEIGHT_NAMES
 from ._path import Path, path_str, show_path
 from ._selectors import arrays, as_selector, name
 
 # ------------------------------------------------------------------------------ probes
 #
-# A probe sits on a selected layer's output. In the forward pass it multiplies the output
-# by a scale `s`; in the backward pass it hands back, as the "gradients" of three dummy
-# inputs, the sum of squares of the (scaled) output, the sum of squares of the output's
-# cotangent, and the number of elements. Summed by JAX over `vmap`ped calls and repeated
-# calls, these give exact batch statistics from one `jax.grad`, inside `jit` and `vmap`.
+# A probe sits on a selected layer's output. Its forward pass is the identity; its
+# backward pass hands back, as the "gradients" of dummy inputs, the sum of squares of the
+# output, the per-feature sums of the output (last axis), the sum of squares of the
+# output's cotangent and the number of elements. Summed by JAX over `vmap`ped and
+# repeated calls, these give exact batch statistics from one `jax.grad`, inside `jit`
+# and `vmap`. A selected layer's weights are multiplied by its scale `s` when it is
+# called, so one compiled function measures the model for any scales.
 
 
 @jax.custom_vjp
-def _probe(y: Any, s: Any, t: Any, u: Any, c: Any) -> Any:
-    return y * s.astype(y.dtype)
+def _probe(y: Any, t: Any, m: Any, u: Any, c: Any) -> Any:
+    return y
 
 
-def _probe_fwd(y: Any, s: Any, t: Any, u: Any, c: Any) -> Any:
-    return _probe(y, s, t, u, c), (y, s)
+def _probe_fwd(y: Any, t: Any, m: Any, u: Any, c: Any) -> Any:
+    return y, (y, m)
 
 
 def _probe_bwd(res: Any, g: Any) -> Any:
-    y, s = res
-    ys = (y * s.astype(y.dtype)).astype(jnp.float32)
+    # `m` is a per-feature shift (the previous pass's mean): sums of `y - m` keep the
+    # centred variance exact when the mean is large.
+    y, m = res
     g32 = g.astype(jnp.float32)
+    d = y.astype(jnp.float32) - m
     count = jnp.sum(jnp.where(jnp.isnan(g32), 1.0, 1.0))
-    return (
-        g * s.astype(g.dtype),
-        jnp.sum(g32 * y.astype(jnp.float32)),
-        jnp.sum(ys * ys),
-        jnp.sum(g32 * g32),
-        count,
-    )
+    feature_sums = jnp.sum(d.reshape(-1, m.shape[0]), axis=0)
+    return (g, jnp.sum(d * d), feature_sums, jnp.sum(g32 * g32), count)
 
 
 _probe.defvjp(_probe_fwd, _probe_bwd)
@@ -70,20 +69,36 @@ _grad_scale.defvjp(_grad_scale_fwd, _grad_scale_bwd)
 
 
 class _State:
-    """The probes' inputs during one traced measurement, and the call order seen."""
+    """The probes' inputs during one traced measurement, and what tracing saw."""
 
     def __init__(self) -> None:
         self.inputs: Any = None
+        self.params: Any = None
         self.order: list[int] = []
+        self.features: dict[int, int] = {}
 
 
 _STATE = _State()
 
 
-def _tap(index: int, y: Any) -> Any:
+def _scaled(layer: Any, c: Any, params: Any) -> Any:
+    from ._replace import replace
+
+    return replace(layer, params, lambda p, x, k: (x * c).astype(x.dtype), strict=False)
+
+
+def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
     inputs = _STATE.inputs
     if inputs is None:
+        return layer(*args, **kwargs)
+    if inputs == "shapes":
+        y = layer(*args, **kwargs)
+        _STATE.features[index] = int(y.shape[-1]) if getattr(y, "ndim", 0) else 1
         return y
+    s, t, m, u, c = inputs
+    if _STATE.params is not None:
+        layer = _scaled(layer, s[index], _STATE.params)
+    y = layer(*args, **kwargs)
     if not isinstance(y, jax.Array):
         raise InitError(
             f"tw.init.empirical: selected layer #{index} returned a "
@@ -92,8 +107,7 @@ def _tap(index: int, y: Any) -> Any:
         )
     if index not in _STATE.order:
         _STATE.order.append(index)
-    s, t, u, c = (x[index] for x in inputs)
-    return _probe(y, s, t, u, c)
+    return _probe(y, t[index], m[index], u[index], c[index])
 
 
 def _wrappers() -> list[tuple[type, Callable[[Any, int], Any], Callable[[Any, float], Any]]]:
@@ -126,7 +140,7 @@ def _eqx_wrappers(eqx: Any) -> tuple[Any, Any]:
             index: int = eqx.field(static=True)
 
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
-                return _tap(self.index, self.layer(*args, **kwargs))
+                return _tap(self.index, self.layer, args, kwargs)
 
         class GradScaled(eqx.Module):
             """A layer whose output gradient is multiplied by `grad_scale` in the backward
@@ -150,7 +164,7 @@ def _nnx_wrappers(nnx: Any) -> tuple[Any, Any]:
                 self.layer, self.index = layer, index
 
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
-                return _tap(self.index, self.layer(*args, **kwargs))
+                return _tap(self.index, self.layer, args, kwargs)
 
         class GradScaled(nnx.Module):
             """A layer whose output gradient is multiplied by `grad_scale` in the backward
@@ -186,6 +200,8 @@ class LayerStats:
 
     - `paths`: the layers' paths (`path_str` form).
     - `act_rms`: root mean square of each layer's output.
+    - `act_std`: its standard deviation over the batch (per feature, the last axis,
+      then averaged in square): the part of the output that depends on the input.
     - `grad_rms`: root mean square of the loss gradient with respect to each layer's
       output (after any `grad_scale`), divided by that of the last layer called, so
       the numbers do not depend on how the loss is normalised (mean or sum, batch size).
@@ -194,6 +210,7 @@ class LayerStats:
 
     paths: tuple[str, ...]
     act_rms: np.ndarray
+    act_std: np.ndarray
     grad_rms: np.ndarray
     passes: int = 0
 
@@ -201,7 +218,9 @@ class LayerStats:
 class _Measure:
     """One compiled `loss` + `jax.grad` with probes on the selected layers."""
 
-    def __init__(self, model: Any, batch: Any, loss_fn: Callable[..., Any], layers: Any):
+    def __init__(
+        self, model: Any, batch: Any, loss_fn: Callable[..., Any], layers: Any, params: Any
+    ) -> None:
         sel = as_selector(layers, what="layers")
         from ._query import paths as _paths
         from ._replace import replace
@@ -222,29 +241,39 @@ class _Measure:
         statics = [None if a else x for x, a in zip(leaves, is_arr, strict=True)]
         n = len(self.paths)
 
-        def loss_of(probes: Any, arrs: Any) -> Any:
+        def loss_of(inputs: Any, arrs: Any) -> Any:
             it = iter(arrs)
             full = [next(it) if a else x for x, a in zip(statics, is_arr, strict=True)]
             m = jax.tree_util.tree_unflatten(treedef, full)
-            _STATE.inputs = probes
+            _STATE.inputs, _STATE.params = inputs, params
             try:
                 return loss_fn(m, batch)
             finally:
-                _STATE.inputs = None
+                _STATE.inputs = _STATE.params = None
 
-        def measure(s: Any, arrs: Any) -> Any:
+        _STATE.features = {}
+        jax.eval_shape(lambda a: loss_of("shapes", a), arrs)
+        features = [_STATE.features.get(i, 1) for i in range(n)]
+
+        def measure(s: Any, shifts: Any, arrs: Any) -> Any:
             z = jnp.zeros(n, jnp.float32)
-            loss, grads = jax.value_and_grad(loss_of)((s, z, z, z), arrs)
-            return loss, grads[1], grads[2], grads[3]
+            loss, grads = jax.value_and_grad(loss_of)((s, z, shifts, z, z), arrs)
+            return loss, grads[1:]
 
         self._arrs = arrs
         self._measure = jax.jit(measure)
         self.n = n
+        self.features = np.asarray(features, np.float64)
+        self.shifts = [np.zeros(f, np.float32) for f in features]
         self.order: list[int] | None = None
 
-    def __call__(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(activation RMS, activation std, gradient RMS)` per layer at scales `s`."""
         _STATE.order = []
-        loss, sq, gsq, count = self._measure(jnp.asarray(s, jnp.float32), self._arrs)
+        shifts = self.shifts
+        loss, (sq, sums, gsq, count) = self._measure(
+            jnp.asarray(s, jnp.float32), [jnp.asarray(x) for x in shifts], self._arrs
+        )
         if self.order is None:
             self.order = list(_STATE.order)
             missing = sorted(set(range(self.n)) - set(self.order))
@@ -255,11 +284,23 @@ class _Measure:
                     f"Select only layers the model uses."
                 )
         count = np.maximum(np.asarray(count, np.float64), 1)
-        act = np.sqrt(np.asarray(sq, np.float64) / count)
+        sq = np.asarray(sq, np.float64)  # sums of (y - shift)^2
+        sums = [np.asarray(x, np.float64) for x in sums]  # per-feature sums of y - shift
+        per_feature = count / self.features
+        act, var = np.zeros(self.n), np.zeros(self.n)
+        for i in range(self.n):
+            mean_d = sums[i] / per_feature[i]  # per-feature mean of y - shift
+            var[i] = sq[i] / count[i] - np.mean(mean_d**2)
+            mean = mean_d + shifts[i]
+            act[i] = var[i] + np.mean(mean**2)
+            if np.isfinite(mean).all():
+                self.shifts[i] = mean.astype(np.float32)
+        act = np.sqrt(np.maximum(act, 0))
+        std = np.sqrt(np.maximum(var, 0))
         grad = np.sqrt(np.asarray(gsq, np.float64) / count)
         if not np.isfinite(float(loss)) and not np.isfinite(act).any():
             raise InitError("tw.init.empirical: the loss is not finite on the dummy batch.")
-        return act, grad
+        return act, std, grad
 
 
 def _call_batch(batch: Any, key: Any) -> Any:
@@ -305,16 +346,19 @@ def layer_stats(
         ```
     """
     key = jax.random.key(0) if key is None else key
-    m = _Measure(model, _call_batch(batch, key), loss_fn, layers)
-    act, grad = m(np.ones(m.n))
-    return _stats(m, act, grad, 0)
+    m = _Measure(model, _call_batch(batch, key), loss_fn, layers, None)
+    act, std, grad = m(np.ones(m.n))
+    return _stats(m, act, std, grad, 0)
 
 
-def _stats(m: _Measure, act: np.ndarray, grad: np.ndarray, passes: int) -> LayerStats:
+def _stats(
+    m: _Measure, act: np.ndarray, std: np.ndarray, grad: np.ndarray, passes: int
+) -> LayerStats:
     order = m.order or list(range(m.n))
     ref = grad[order[-1]]
     rel = grad / ref if ref > 0 else grad
-    return LayerStats(tuple(path_str(m.paths[i]) for i in order), act[order], rel[order], passes)
+    paths = tuple(path_str(m.paths[i]) for i in order)
+    return LayerStats(paths, act[order], std[order], rel[order], passes)
 
 
 def empirical(
@@ -333,14 +377,17 @@ def empirical(
     """Data-driven init: rescale layers so activations and gradients are O(1) at every depth.
 
     Runs the model on a dummy batch and measures, at the output of every selected layer,
-    the root mean square (RMS) of the activations and of the loss gradient. Then:
+    the standard deviation of the activations over the batch and the root mean square
+    (RMS) of the loss gradient. Then:
 
-    1. **Forward.** Each layer's parameters (`params`, by default its weight and bias) are
-       multiplied by a factor that makes its output RMS 1. This is exact for layers whose
-       output is linear in those parameters (Linear, Conv); the factors are found layer by
-       layer in call order, as LSUV does, but every pass also corrects all later layers
-       assuming positive homogeneity (ReLU-like), so ReLU networks need 2 passes whatever
-       their depth and saturating ones (tanh) a few more; at most one pass per layer.
+    1. **Forward.** Each layer's weight (`params`) is multiplied by a factor that makes
+       the standard deviation of its output 1 (as LSUV does; the bias is left alone, so a
+       layer whose output is mostly its bias gets its signal back instead of a scaled
+       bias). This is exact for layers whose output is linear in the weight (Linear,
+       Conv). The factors are found in call order: every pass fixes the first layer out
+       of tolerance exactly and corrects all later ones using each layer's measured
+       response to its input's scale (1 for ReLU-like layers, near 0 when saturated), so
+       the number of passes grows slowly with depth; it is at most one per layer.
     2. **Backward** (`grad_scales=True`). Each layer is wrapped in a module (`GradScaled`,
        Equinox or NNX as the layer) whose forward pass is the layer's own and whose
        backward pass multiplies the gradient by a constant, so the gradient RMS at every
@@ -361,9 +408,9 @@ def empirical(
       or `tw.of_type(nnx.Linear, nnx.Conv)`.
     - `key`: passed to `batch` when it is a function (default `jax.random.key(0)`).
     - `params`: a selector, relative to each layer, of the leaves to scale; default its
-      weight and bias (`tw.name("weight", "kernel", "w", "bias", "b")`).
+      weight (`tw.name("weight", "kernel", "w", "weights")`).
     - `grad_scales`: also equalise the backward pass (see 2.).
-    - `tol`: accept a layer whose output RMS is within `1 ± tol`.
+    - `tol`: accept a layer whose output standard deviation is within `1 ± tol`.
     - `max_passes`: cap on forward/backward passes (default: the number of layers + 1).
     - `return_stats`: also return the final `LayerStats` (with `passes`).
 
@@ -388,7 +435,7 @@ def empirical(
             return x, jnp.sin(3 * x)
 
         mlp, stats = tw.init.empirical(mlp, batch, loss, eqx.nn.Linear, return_stats=True)
-        assert (abs(stats.act_rms - 1) < 0.05).all()
+        assert (abs(stats.act_std - 1) < 0.05).all()
         assert (abs(stats.grad_rms - 1) < 0.05).all()
         ```
     """
@@ -402,9 +449,9 @@ def empirical(
         )
     if not tol > 0:
         raise ArgumentError(f"tol must be positive; got {tol!r}.")
-    psel = name(*WEIGHT_NAMES, *BIAS_NAMES) if params is None else as_selector(params)
+    psel = name(*WEIGHT_NAMES) if params is None else as_selector(params)
     psel = psel & arrays
-    m = _Measure(model, _call_batch(batch, key), loss_fn, layers)
+    m = _Measure(model, _call_batch(batch, key), loss_fn, layers, psel)
     n = m.n
     s = np.ones(n)
     cap = n + 1 if max_passes is None else max_passes
@@ -413,10 +460,10 @@ def empirical(
     prev_logr: Any = None
     prev_step: Any = None
     while True:
-        act, grad = m(s)
+        act, std, grad = m(s)
         passes += 1
         order = m.order or list(range(n))
-        r = act[order]
+        r = std[order]
         bad = [j for j in range(n) if not (abs(r[j] - 1) <= tol)]
         if not bad or passes >= cap:
             break
