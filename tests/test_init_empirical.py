@@ -104,8 +104,9 @@ def test_empirical_fixes_a_bad_deep_init(framework, std, make, loss_fn, layer):
     assert 1 <= stats.passes <= DEPTH + 1
     assert type(new) is type(bad)
     # the bad model was not touched
-    after_bad = tw.init.layer_stats(bad, _batch, loss_fn, layer)
-    np.testing.assert_allclose(after_bad.act_rms, before.act_rms, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(bad), jax.tree.leaves(make(std)), strict=True):
+        if isinstance(a, jax.Array):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     trained_bad, trained_new = _train(bad, loss_fn), _train(new, loss_fn)
     assert trained_bad > 0.3  # stuck near the variance of the target (0.56)

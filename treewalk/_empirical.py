@@ -426,7 +426,7 @@ def empirical(
         import jax.numpy as jnp
         import treewalk as tw
 
-        mlp = eqx.nn.MLP(1, 1, 64, 16, activation=jnp.tanh, key=jax.random.key(0))
+        mlp = eqx.nn.MLP(1, 1, 32, 8, activation=jnp.tanh, key=jax.random.key(0))
         mlp = tw.replace(mlp, "**/weight", tw.init.normal(0.1), key=jax.random.key(1))
         loss = lambda m, b: jnp.mean((jax.vmap(m)(b[0]) - b[1]) ** 2)
 
