@@ -83,9 +83,10 @@ def _train(model, loss_fn):
     return float(run(params))
 
 
+# Vanishing (std 0.1) on Equinox, exploding/saturated (std 3.0) on NNX; Equinox with 3.0
+# is covered by the test below (compiles are the cost here).
 CASES = [
     ("equinox", 0.1, _bad_eqx, _eqx_loss, eqx.nn.Linear),
-    ("equinox", 3.0, _bad_eqx, _eqx_loss, eqx.nn.Linear),
     ("nnx", 3.0, _bad_nnx, _nnx_loss, nnx.Linear),
 ]
 
@@ -123,6 +124,7 @@ def test_without_grad_scales_keeps_the_structure():
     assert jnp.array_equal(new.layers[3].bias, bad.layers[3].bias)
     stats = tw.init.layer_stats(new, _batch, _eqx_loss, eqx.nn.Linear)
     assert ((stats.act_std > 0.9) & (stats.act_std < 1.1)).all()
+    assert ((stats.act_rms > 0.5) & (stats.act_rms < 2)).all()
 
 
 def test_errors():

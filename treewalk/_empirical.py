@@ -16,7 +16,7 @@ import numpy as np
 from ._errors import ArgumentError, InitError
 from ._frameworks import WEIGHT_NAMES
 from ._path import Path, path_str, show_path
-from ._selectors import arrays, as_selector, name
+from ._selectors import as_selector, name
 
 # ------------------------------------------------------------------------------ probes
 #
@@ -84,7 +84,15 @@ _STATE = _State()
 def _scaled(layer: Any, c: Any, params: Any) -> Any:
     from ._replace import replace
 
-    return replace(layer, params, lambda p, x, k: (x * c).astype(x.dtype), strict=False)
+    return replace(layer, params, lambda p, x, k: _times(x, c), strict=False)
+
+
+def _times(x: Any, c: Any) -> Any:
+    """`x * c` in `x`'s dtype for float arrays; anything else as it is."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return x
+    return (x * c).astype(dtype)
 
 
 def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
@@ -450,7 +458,6 @@ def empirical(
     if not tol > 0:
         raise ArgumentError(f"tol must be positive; got {tol!r}.")
     psel = name(*WEIGHT_NAMES) if params is None else as_selector(params)
-    psel = psel & arrays
     m = _Measure(model, _call_batch(batch, key), loss_fn, layers, psel)
     n = m.n
     s = np.ones(n)
@@ -471,9 +478,11 @@ def empirical(
         if not (np.isfinite(r[first]) and r[first] > 0):
             i = order[first]
             raise InitError(
-                f"tw.init.empirical: the output of the layer at {show_path(m.paths[i])} is "
-                f"{'all zero' if r[first] == 0 else 'not finite'} on the dummy batch "
-                f"even though every layer before it has RMS 1; rescaling cannot fix that."
+                f"tw.init.empirical: the output of the layer at {show_path(m.paths[i])} "
+                f"{'does not vary over' if r[first] == 0 else 'is not finite on'} the dummy "
+                f"batch although every layer before it has standard deviation 1 (e.g. all "
+                f"ReLUs before it dead); scaling its weight cannot fix that. Use a larger or "
+                f"more varied batch, or select fewer layers."
             )
         # Exact for the first layer out of tolerance. For each later layer, its output's
         # response to its input's scale (1 for ReLU-like layers, 0 when saturated) is
@@ -507,7 +516,7 @@ def empirical(
 
     def rescale(path: Path, layer: Any, _: Any) -> Any:
         c = scale[path]
-        out = replace(layer, psel, lambda p, x, k: (x * c).astype(x.dtype), strict=False)
+        out = replace(layer, psel, lambda p, x, k: _times(x, c), strict=False)
         if grad_scale is not None:
             out = _wrapper_for(path, layer, 1)(out, grad_scale[path])
         return out
