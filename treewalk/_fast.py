@@ -122,9 +122,38 @@ def fast_matches(
     hits: list[Node] = []
     cache = stops.cache
 
+    def may_nest(leaves: list[tuple[Path, Any]]) -> bool:
+        """Can a candidate among `leaves` hold another candidate or a box? Asked of all of
+        them in one C++ flatten, so that the walk into each one (a flatten with paths per
+        candidate) is skipped when, as usual, none can."""
+        tops = [
+            x
+            for _, x in leaves
+            if cache.get(type(x))
+            and not stops.box_flags(x)
+            and not (is_leaf is not None and is_leaf(x))
+        ]
+        if not tops:
+            return False
+        ids = {id(x) for x in tops}
+        seen = 0
+
+        def stop(y: Any) -> bool:
+            nonlocal seen
+            if id(y) in ids:
+                seen += 1
+                return False
+            return stops(y)
+
+        inner = jax.tree_util.tree_leaves(tops, is_leaf=stop)
+        # A candidate met more often than it is listed also sits inside another one.
+        return seen > len(tops) or any(cache.get(type(y)) for y in inner)
+
     def search(prefix: Path, node: Any, outer: Any, inside_of: Any = None) -> None:
         stop = stops if inside_of is None else (lambda y: y is not inside_of and stops(y))
-        for path, x in jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)[0]:
+        leaves = jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)[0]
+        nest = None  # asked once, the first time a candidate could be walked into
+        for path, x in leaves:
             if not cache.get(type(x)) and outer is None:
                 continue  # a plain leaf: not a candidate, not a box
             full = (*prefix, *path)
@@ -139,7 +168,10 @@ def fast_matches(
                 if outermost:
                     continue
             if cache.get(type(x)) and not (is_leaf is not None and is_leaf(x)):
-                search(full, x, None, inside_of=x)  # matches nested inside a candidate
+                if nest is None:
+                    nest = may_nest(leaves)
+                if nest:
+                    search(full, x, None, inside_of=x)  # matches nested inside a candidate
 
     with no_gc():
         search((), tree, None)
