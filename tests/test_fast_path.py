@@ -69,3 +69,20 @@ def test_equinox_and_nnx_models():
     assert (net.a.bias[...] == 0).all()  # the input is untouched
     assert out.a.kernel is not net.a.kernel  # NNX variables are copied, never shared
     assert jnp.array_equal(out.a.kernel[...], net.a.kernel[...])
+
+
+class Tied(nnx.Module):
+    def __init__(self, rngs):
+        self.a = nnx.Linear(2, 2, rngs=rngs)
+        self.b = nnx.Linear(2, 2, rngs=rngs)
+        self.b.kernel = self.a.kernel  # one Variable, two paths
+
+
+def test_tied_nnx_variable_stays_one_variable_on_both_paths():
+    m = Tied(nnx.Rngs(0))
+    for sel in (tw.of_type(nnx.Param) & "**/kernel", slow(tw.of_type(nnx.Param) & "**/kernel")):
+        out = tw.replace(m, sel, tw.ones)
+        assert out.a.kernel is out.b.kernel and out.a.kernel is not m.a.kernel
+        assert (out.b.kernel[...] == 1).all() and not (m.a.kernel[...] == 1).all()
+        # A shared object is visited once, at its first path.
+        assert [tw.path_str(p) for p in tw.paths(m, sel)] == ["a/kernel"]

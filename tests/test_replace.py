@@ -307,3 +307,14 @@ def test_path_keys_unchanged_by_inserting_an_unrelated_subtree(tree, other):
         {"model": tree, "zz_extra": Keyed(other, 1)}, tw.arrays, draw, key=key, strict=False
     )
     assert trees_equal(a["model"], b["model"])
+
+
+def test_one_shape_dtype_struct_at_many_paths_is_not_a_tie():
+    sds = jax.ShapeDtypeStruct((3,), jnp.float32)
+    out = tw.replace(
+        {"a": sds, "b": sds},
+        tw.arrays,
+        tw.initializer(jax.nn.initializers.normal()),
+        key=jax.random.key(0),
+    )
+    assert not (out["a"] == out["b"]).all()

@@ -30,7 +30,7 @@ from ._selectors import (
     inside,
     of_type,
 )
-from ._walk import LEAF_BOX, PYTREE_BOX, _call, no_gc, type_kinds
+from ._walk import LEAF_BOX, MUTABLE, PYTREE_BOX, SHARED, _call, no_gc, type_kinds
 
 
 def candidate_types(sel: Selector) -> tuple[type, ...] | None:
@@ -79,31 +79,45 @@ def fast_types(sel: Selector) -> tuple[type, ...] | None:
 
 
 class _Stops:
-    """The `is_leaf` for the C++ flatten: stop at candidates, boxes and user leaves."""
+    """The `is_leaf` for the C++ flatten: stop at candidates, boxes, mutable nodes (NNX
+    modules, whose identity matters for ties) and user leaves."""
 
     def __init__(self, types: tuple[type, ...], is_leaf: Callable[[Any], bool] | None) -> None:
         reg = registry.refresh()
         self.boxes = reg.boxes
         self.pytree_boxes = reg.pytree_boxes
+        self.stop_types = types + reg.boxes + reg.mutable
         self.types = types
         self.is_leaf = is_leaf
         self.cache: dict[type, bool] = {}
+        self.candidate: dict[type, bool] = {}
         self.kinds = type_kinds()
 
     def __call__(self, x: Any) -> bool:
         t = type(x)
         hit = self.cache.get(t)
         if hit is None:
-            hit = self.cache[t] = issubclass(t, self.types) or issubclass(t, self.boxes)
+            hit = self.cache[t] = issubclass(t, self.stop_types)
         if hit:
             return True
         return self.is_leaf is not None and bool(_call("is_leaf", self.is_leaf, (), x))
 
-    def flatten(self, node: Any) -> tuple[list[tuple[Path, Any]], Any]:
-        return jax.tree_util.tree_flatten_with_path(node, is_leaf=self)
+    def is_candidate(self, x: Any) -> bool:
+        t = type(x)
+        hit = self.candidate.get(t)
+        if hit is None:
+            hit = self.candidate[t] = issubclass(t, self.types)
+        return hit
 
-    def box_flags(self, x: Any) -> int:
-        return self.kinds[type(x)] & (PYTREE_BOX | LEAF_BOX)
+    def user_leaf(self, x: Any) -> bool:
+        return self.is_leaf is not None and bool(_call("is_leaf", self.is_leaf, (), x))
+
+    def flatten(self, node: Any, inside_of: Any = None) -> tuple[list[tuple[Path, Any]], Any]:
+        stop = self if inside_of is None else (lambda y: y is not inside_of and self(y))
+        return jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)
+
+    def flags(self, x: Any) -> int:
+        return self.kinds[type(x)]
 
     def open(self, box: Any, flags: int) -> tuple[str, Any, Callable[[Any], Any]]:
         return unbox(box, () if flags & LEAF_BOX else self.pytree_boxes)
@@ -121,6 +135,7 @@ def fast_matches(
     match = sel.match
     hits: list[Node] = []
     cache = stops.cache
+    seen: set[int] = set()  # shared mutable objects are visited once, like the walk does
 
     def may_nest(leaves: list[tuple[Path, Any]]) -> bool:
         """Can a candidate among `leaves` hold another candidate or a box? Asked of all of
@@ -129,45 +144,54 @@ def fast_matches(
         tops = [
             x
             for _, x in leaves
-            if cache.get(type(x))
-            and not stops.box_flags(x)
-            and not (is_leaf is not None and is_leaf(x))
+            if stops.is_candidate(x)
+            and not stops.flags(x) & (PYTREE_BOX | LEAF_BOX | MUTABLE)
+            and not stops.user_leaf(x)
         ]
         if not tops:
             return False
         ids = {id(x) for x in tops}
-        seen = 0
+        met = 0
 
         def stop(y: Any) -> bool:
-            nonlocal seen
+            nonlocal met
             if id(y) in ids:
-                seen += 1
+                met += 1
                 return False
             return stops(y)
 
         inner = jax.tree_util.tree_leaves(tops, is_leaf=stop)
         # A candidate met more often than it is listed also sits inside another one.
-        return seen > len(tops) or any(cache.get(type(y)) for y in inner)
+        return met > len(tops) or any(cache.get(type(y)) for y in inner)
 
     def search(prefix: Path, node: Any, outer: Any, inside_of: Any = None) -> None:
-        stop = stops if inside_of is None else (lambda y: y is not inside_of and stops(y))
-        leaves = jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)[0]
+        leaves = stops.flatten(node, inside_of)[0]
         nest = None  # asked once, the first time a candidate could be walked into
         for path, x in leaves:
             if not cache.get(type(x)) and outer is None:
-                continue  # a plain leaf: not a candidate, not a box
+                continue  # a plain leaf: not a candidate, not a box, not mutable
+            f = stops.flags(x)
+            if f & SHARED:
+                if id(x) in seen:
+                    continue
+                seen.add(id(x))
             full = (*prefix, *path)
-            flags = stops.box_flags(x)
-            if flags:
-                name, inner, _ = stops.open(x, flags)
+            if f & (PYTREE_BOX | LEAF_BOX):
+                name, inner, _ = stops.open(x, f)
                 search((*full, BoxKey(name)), inner, x if outer is None else outer)
                 continue
-            n = Node(full, x, outer if not path else None, None)
-            if match(n):
-                hits.append(n)
-                if outermost:
-                    continue
-            if cache.get(type(x)) and not (is_leaf is not None and is_leaf(x)):
+            candidate = stops.is_candidate(x)
+            if candidate or (outer is not None and not path):
+                n = Node(full, x, outer if not path else None, None)
+                if match(n):
+                    hits.append(n)
+                    if outermost:
+                        continue
+            if stops.user_leaf(x):
+                continue
+            if f & MUTABLE:
+                search(full, x, None, inside_of=x)  # an NNX module: look inside it
+            elif candidate:
                 if nest is None:
                     nest = may_nest(leaves)
                 if nest:
@@ -181,28 +205,34 @@ def fast_matches(
 def rebuild_by_paths(
     tree: Any, types: tuple[type, ...], is_leaf: Callable[[Any], bool] | None, new: dict[Path, Any]
 ) -> Any:
-    """`tree` with the node at each path of `new` replaced. Mutable boxes (NNX variables,
-    penzai parameters) are copied, like every container, so nothing is shared with `tree`."""
+    """`tree` with the node at each path of `new` replaced. Mutable nodes (NNX modules and
+    variables, penzai parameters) are copied, like every container, so nothing is shared
+    with `tree`; one met at several paths is copied once, so ties survive."""
     stops = _Stops(types, is_leaf)
-    mutable = registry.mutable + registry.leaf_boxes
+    done: dict[int, Any] = {}
 
-    def rebuild(prefix: Path, node: Any) -> Any:
-        leaves, treedef = stops.flatten(node)
+    def rebuild(prefix: Path, node: Any, inside_of: Any = None) -> Any:
+        leaves, treedef = stops.flatten(node, inside_of)
         out = []
         for path, x in leaves:
+            f = stops.flags(x)
+            if f & SHARED and id(x) in done:
+                out.append(done[id(x)])
+                continue
             full = (*prefix, *path)
             if full in new:
-                out.append(new[full])
-                continue
-            flags = stops.box_flags(x)
-            if flags:
-                name, inner, rebox = stops.open(x, flags)
+                y = new[full]
+            elif f & (PYTREE_BOX | LEAF_BOX):
+                name, inner, rebox = stops.open(x, f)
                 inner_new = rebuild((*full, BoxKey(name)), inner)
-                out.append(
-                    rebox(inner_new) if inner_new is not inner or isinstance(x, mutable) else x
-                )
+                y = rebox(inner_new) if inner_new is not inner or f & SHARED else x
+            elif f & MUTABLE and not stops.user_leaf(x):
+                y = rebuild(full, x, inside_of=x)
             else:
-                out.append(x)
+                y = x
+            if f & SHARED:
+                done[id(x)] = y
+            out.append(y)
         return treedef.unflatten(out)
 
     with no_gc():

@@ -188,7 +188,9 @@ def check_replacement(n: Node, new: Any, sel: Selector) -> None:
 
 
 def _is_array(x: Any) -> bool:
-    return is_array_type[type(x)]
+    """Can `x` be a tied weight? Arrays (concrete or traced) can; a `ShapeDtypeStruct` is
+    only a description, and one object may describe many leaves."""
+    return is_array_type[type(x)] and type(x) is not jax.ShapeDtypeStruct
 
 
 def _replace_one_pass(
