@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+from jax.core import Tracer
 
 from ._frameworks import registry, unbox
 from ._path import BoxKey, Path
@@ -30,7 +31,7 @@ from ._selectors import (
     inside,
     of_type,
 )
-from ._walk import LEAF_BOX, MUTABLE, PYTREE_BOX, SHARED, _call, no_gc, type_kinds
+from ._walk import LEAF, LEAF_BOX, MUTABLE, PYTREE_BOX, SHARED, _call, no_gc, type_kinds
 
 
 def candidate_types(sel: Selector) -> tuple[type, ...] | None:
@@ -66,14 +67,17 @@ def needs_parent(sel: Selector) -> bool:
     return False
 
 
-def fast_types(sel: Selector) -> tuple[type, ...] | None:
+def fast_types(sel: Selector, *, arrays_ok: bool = False) -> tuple[type, ...] | None:
     """The candidate types when the fast path applies to `sel`, else `None`.
 
-    Array types are left to the full walk: every leaf would be a candidate, and the C++
-    flatten with paths is no faster than the walk then.
+    When every array leaf is a candidate, one C++ flatten with a Python `is_leaf` per node
+    is no faster than the walk; it wins only where it replaces two walks (`replace` with
+    keys or a batched `fn`), so array types take the fast path only with `arrays_ok`.
     """
     types = candidate_types(sel)
-    if types is None or needs_parent(sel) or any(issubclass(t, ARRAY_TYPES) for t in types):
+    if types is None or needs_parent(sel):
+        return None
+    if not arrays_ok and any(issubclass(t, ARRAY_TYPES) for t in types):
         return None
     return types
 
@@ -86,6 +90,8 @@ class _Stops:
         reg = registry.refresh()
         self.boxes = reg.boxes
         self.pytree_boxes = reg.pytree_boxes
+        if any(issubclass(jax.Array, t) for t in types):
+            types = (*types, Tracer)  # tracers are `jax.Array`s to isinstance, not issubclass
         self.stop_types = types + reg.boxes + reg.mutable
         self.types = types
         self.is_leaf = is_leaf
@@ -168,6 +174,8 @@ def fast_matches(
         leaves = stops.flatten(node, inside_of)[0]
         nest = None  # asked once, the first time a candidate could be walked into
         for path, x in leaves:
+            if inside_of is not None and not path:
+                continue  # `inside_of` is a JAX leaf: there is nothing inside it
             if not cache.get(type(x)) and outer is None:
                 continue  # a plain leaf: not a candidate, not a box, not mutable
             f = stops.flags(x)
@@ -187,8 +195,8 @@ def fast_matches(
                     hits.append(n)
                     if outermost:
                         continue
-            if stops.user_leaf(x):
-                continue
+            if f & LEAF or stops.user_leaf(x):
+                continue  # nothing inside a leaf
             if f & MUTABLE:
                 search(full, x, None, inside_of=x)  # an NNX module: look inside it
             elif candidate:

@@ -121,7 +121,8 @@ def replace(
             f"tw.replace (selector {sel!r})."
         )
     batched = getattr(fn, "tw_batched", None)
-    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel)
+    two_pass = key is not None or batched is not None
+    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel, arrays_ok=two_pass)
     if fast is not None:
         out, count = _replace_fast(tree, sel, fast, fn, key, keys, is_leaf, check)
     elif key is None and batched is None:
