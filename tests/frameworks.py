@@ -212,3 +212,17 @@ def arrays_of(tree: Any) -> list[np.ndarray]:
     import treewalk as tw
 
     return [np.asarray(x) for _, x in tw.select(tree, tw.arrays)]
+
+
+def walk_log(walk: Callable[..., Any], tree: Any) -> tuple[Any, list[str]]:
+    """Run `walk` (`tw.prewalk`/`tw.postwalk`) with an identity `fn`; return the result and
+    the `path_str` of every visited node, in visit order."""
+    import treewalk as tw
+
+    log: list[str] = []
+
+    def fn(path: Any, node: Any) -> Any:
+        log.append(tw.path_str(path))
+        return node
+
+    return walk(fn, tree), log

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from frameworks import Block, Wrapped, eqx_block, eqx_layers, eqx_mlp
+from frameworks import Block, Wrapped, eqx_block, eqx_layers, eqx_mlp, walk_log
 
 import treewalk as tw
 
@@ -51,17 +51,8 @@ def test_linear_without_bias_none_is_not_selected():
 
 def test_prewalk_postwalk_identity_and_order():
     m = eqx_block()
-    pre, post = [], []
-
-    def rec(log):
-        def fn(path, node):
-            log.append(tw.path_str(path))
-            return node
-
-        return fn
-
-    out_pre = tw.prewalk(rec(pre), m)
-    out_post = tw.postwalk(rec(post), m)
+    out_pre, pre = walk_log(tw.prewalk, m)
+    out_post, post = walk_log(tw.postwalk, m)
     for out in (out_pre, out_post):
         assert jax.tree.structure(out) == jax.tree.structure(m)
         assert all(a is b for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(m), strict=True))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from frameworks import NNXModel, nnx_model
+from frameworks import NNXModel, nnx_model, walk_log
 
 import treewalk as tw
 
@@ -54,21 +54,14 @@ def test_state_has_the_same_paths():
 
 def test_walks_identity_and_order():
     m = nnx_model()
-    pre, post = [], []
-
-    def rec(log):
-        def fn(path, node):
-            log.append(tw.path_str(path))
-            return node
-
-        return fn
-
-    for walk, log in ((tw.prewalk, pre), (tw.postwalk, post)):
-        out = walk(rec(log), m)
+    logs = {}
+    for walk in (tw.prewalk, tw.postwalk):
+        out, logs[walk] = walk_log(walk, m)
         assert isinstance(out, NNXModel)
         assert jax.tree.structure(out) == jax.tree.structure(m)
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(m), strict=True):
             np.testing.assert_array_equal(a, b)
+    pre, post = logs[tw.prewalk], logs[tw.postwalk]
     assert pre[0] == "" and post[-1] == ""
     assert pre.index("l1") < pre.index("l1/kernel")
     assert post.index("l1/kernel") < post.index("l1")
