@@ -104,9 +104,7 @@ class _Stops:
         hit = self.cache.get(t)
         if hit is None:
             hit = self.cache[t] = issubclass(t, self.stop_types)
-        if hit:
-            return True
-        return self.is_leaf is not None and bool(_call("is_leaf", self.is_leaf, (), x))
+        return hit or self.user_leaf(x)
 
     def is_candidate(self, x: Any) -> bool:
         t = type(x)

@@ -137,35 +137,33 @@ def replace(
 class _Apply:
     """Calls `fn` for one selected node, with tie handling and the shape/dtype check."""
 
-    __slots__ = ("fn", "sel", "check", "ties")
+    __slots__ = ("fn", "sel", "check", "ties", "what", "kinds", "copy_mutables")
 
     def __init__(self, fn: ReplaceFn, sel: Selector, check: bool) -> None:
         self.fn, self.sel, self.check = fn, sel, check
         self.ties: dict[int, Any] = {}
+        # Decided once per call, not per selected node: the per-node loop stays lean.
+        name = repr(fn) if hasattr(fn, "tw_call") else "fn"
+        self.what = f"{name} (selector {sel!r})"
+        self.kinds = type_kinds()
+        self.copy_mutables = bool(registry.mutable or registry.leaf_boxes)
 
     def __call__(self, n: Node, key: Any) -> Any:
         fn = self.fn
-        if _may_hold_mutables(n.node):
-            # fn gets a copy of a layer that holds mutable objects (an NNX module, a penzai
-            # layer with Parameters), so even an in-place edit leaves the input as it is.
-            n = Node(n.path, Walk(transparent=True)(n.node), n.outer, n.parent)
+        if self.copy_mutables:
+            f = self.kinds[type(n.node)]
+            if f & SHARED or not (f & LEAF or n.node is None):
+                # fn gets a copy of a layer that holds mutable objects (an NNX module, a
+                # penzai layer with Parameters), so an in-place edit leaves the input as it is.
+                n = Node(n.path, Walk(transparent=True)(n.node), n.outer, n.parent)
         tw_call = getattr(fn, "tw_call", None)
         if tw_call is not None:
-            new = _call(f"{fn!r} (selector {self.sel!r})", tw_call, n.path, n, key)
+            new = _call(self.what, tw_call, n.path, n, key)
         else:
-            new = _call(f"fn (selector {self.sel!r})", fn, n.path, n.path, n.node, key)
+            new = _call(self.what, fn, n.path, n.path, n.node, key)
         if self.check:
             check_replacement(n, new, self.sel)
         return _place(new, n.node)
-
-
-def _may_hold_mutables(node: Any) -> bool:
-    """Is `node` a mutable object or a container that may hold one? Only when a framework
-    with mutable nodes (Flax NNX, penzai) is loaded."""
-    if not (registry.mutable or registry.leaf_boxes):
-        return False
-    f = type_kinds()[type(node)]
-    return bool(f & SHARED) or not (f & LEAF or node is None)
 
 
 def check_replacement(n: Node, new: Any, sel: Selector) -> None:
