@@ -163,6 +163,10 @@ def case1(quick: bool, repeats: int) -> None:
     label = f"nested dict, {len(leaves):,} leaves"
     print(f"case 1: walk overhead, identity over every leaf ({label})")
     ident = lambda p, x, k: x  # noqa: E731
+    # A new leaf for every leaf, found by a dict lookup (no device call): what it costs
+    # to rebuild the whole tree, which the identity (nothing changed) does not pay.
+    other = dict(zip(map(id, leaves), jax.tree_util.tree_leaves(nested_dict(n)), strict=True))
+    swap = lambda p, x, k=None: other[id(x)]  # noqa: E731
 
     def twp() -> Any:
         return jax.tree_util.tree_map_with_path(lambda p, x: x, tree)
@@ -170,15 +174,32 @@ def case1(quick: bool, repeats: int) -> None:
     def floor() -> Any:
         return jax.tree_util.tree_unflatten(treedef, jax.tree_util.tree_flatten(tree)[0])
 
+    def path_floor() -> Any:
+        flat, td = jax.tree_util.tree_flatten_with_path(tree)
+        return td.unflatten([x for _, x in flat])
+
     run_tools(
         "1",
         label,
         {
             "treewalk replace(tw.arrays, identity)": lambda: tw.replace(tree, tw.arrays, ident),
             "tree_map_with_path identity": twp,
-            "floor: tree_flatten + tree_unflatten": floor,
             "tree_map_with_path identity, gc paused": paused(twp),
+            "floor: tree_flatten + tree_unflatten": floor,
             "floor, gc paused": paused(floor),
+            "floor with paths, gc paused": paused(path_floor),
+        },
+        repeats,
+    )
+    run_tools(
+        "1",
+        f"{label}, every leaf new",
+        {
+            "treewalk replace(tw.arrays, new leaf)": lambda: tw.replace(tree, tw.arrays, swap),
+            "tree_map_with_path new leaf": lambda: jax.tree_util.tree_map_with_path(swap, tree),
+            "tree_map_with_path new leaf, gc paused": paused(
+                lambda: jax.tree_util.tree_map_with_path(swap, tree)
+            ),
         },
         repeats,
     )
@@ -245,6 +266,9 @@ def case2(quick: bool, repeats: int) -> None:
             ),
             "eqx.tree_at(where, replace_fn=zeros_like)": lambda: eqx.tree_at(
                 where, model, replace_fn=zl
+            ),
+            "eqx.tree_at(tw.where(model, '**/bias'), ...)": lambda: eqx.tree_at(
+                tw.where(model, "**/bias"), model, replace_fn=zl
             ),
             "penzai at_instances_of(Linear).at(bias)": lambda: (
                 pz.select(model).at_instances_of(eqx.nn.Linear).at(lambda lin: lin.bias).apply(zl)

@@ -3,6 +3,7 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,3 +114,78 @@ def test_keyed_replace_of_arrays_under_jit_and_on_tied_arrays():
     jitted = jax.jit(lambda k: tw.replace(tree, tw.arrays, init, key=k))(jax.random.key(0))
     for name in tree:  # the same draws (XLA may fuse the transform differently: last ulp)
         assert jnp.allclose(eager[name], jitted[name], rtol=1e-6, atol=1e-7)
+
+
+def bump(path, x, key):
+    """A new array for every numeric array leaf; other array leaves come back as they are."""
+    if isinstance(x, jax.ShapeDtypeStruct) or x.dtype == jnp.bool_:
+        return x
+    return x + jnp.ones((), x.dtype)
+
+
+@given(pytrees(), st.sampled_from(["all", "glob", "none"]))
+def test_unkeyed_replace_of_arrays_agrees(tree, which):
+    """The leaf loop (one C++ flatten, fn per leaf, one unflatten) against the walk."""
+    sel = {"all": tw.arrays, "glob": tw.arrays & tw.glob("**/?"), "none": tw.arrays & "zzz"}[which]
+    assert fast_types(sel, arrays_ok=True) is not None
+    one = tw.replace(tree, sel, bump, strict=False)
+    two = tw.replace(tree, slow(sel), bump, strict=False)
+    assert trees_equal(one, two)
+    assert jax.tree_util.tree_structure(one) == jax.tree_util.tree_structure(tree)
+    # fn called on the same nodes at the same paths, in the same order
+    seen_fast, seen_walk = [], []
+    tw.replace(tree, sel, lambda p, x, k: seen_fast.append(p) or x, strict=False)
+    tw.replace(tree, slow(sel), lambda p, x, k: seen_walk.append(p) or x, strict=False)
+    assert seen_fast == seen_walk
+
+
+def test_leaf_loop_returns_the_input_when_nothing_changed_and_keeps_ties():
+    w = jnp.ones((2, 2))
+    tree = {"a": w, "b": [w, jnp.zeros(3)], "n": 3}
+    assert tw.replace(tree, tw.arrays, lambda p, x, k: x) is tree
+    calls = []
+
+    def double(p, x, k):
+        calls.append(tw.path_str(p))
+        return x * 2
+
+    out = tw.replace(tree, tw.arrays, double)
+    assert calls == ["a", "b/1"]  # the tied array once, at its first path
+    assert out["a"] is out["b"][0] and (out["a"] == 2).all()
+    assert out["b"][1] is not tree["b"][1] and out["n"] == 3
+    assert (tree["a"] == 1).all()  # the input is untouched
+
+
+def test_leaf_loop_errors_name_the_path_and_respect_is_leaf():
+    tree = {"enc": {"w": jnp.ones(2), "b": jnp.ones(2)}, "head": {"w": jnp.ones(3)}}
+    with pytest.raises(tw.ReplacementError, match="'enc/b'"):
+        tw.replace(tree, tw.arrays, lambda p, x, k: jnp.ones(5))
+    with pytest.raises(tw.CallbackError, match="'enc/b'.*boom"):
+        tw.replace(tree, tw.arrays, lambda p, x, k: _boom())
+    # is_leaf stops at `enc`: nothing inside it is an array leaf any more
+    out = tw.replace(
+        tree, tw.arrays, lambda p, x, k: x * 0, is_leaf=lambda x: isinstance(x, dict) and "b" in x
+    )
+    assert (out["enc"]["w"] == 1).all() and (out["head"]["w"] == 0).all()
+    with pytest.raises(tw.CallbackError, match="is_leaf raised"):
+        tw.replace(tree, tw.arrays, tw.zeros, is_leaf=lambda x: _boom())
+
+
+def _boom():
+    raise RuntimeError("boom")
+
+
+def test_leaf_loop_gives_way_to_the_walk_on_boxes_and_modules():
+    """A tree holding an NNX module or a linen box is not a plain tree: the walk looks
+    through the boxes and copies the module (the leaf loop would lose both)."""
+    import flax.linen as nn
+
+    boxed = {"dense": {"kernel": nn.Partitioned(jnp.ones((2, 2)), names=("a", "b"))}}
+    out = tw.replace(boxed, tw.arrays, lambda p, x, k: x * 2)
+    assert isinstance(out["dense"]["kernel"], nn.Partitioned)
+    assert out["dense"]["kernel"].names == ("a", "b")
+    assert (out["dense"]["kernel"].value == 2).all()
+    net = {"m": nnx.Linear(2, 2, rngs=nnx.Rngs(0)), "x": jnp.ones(2)}
+    out = tw.replace(net, tw.arrays, lambda p, x, k: x * 0)
+    assert out["m"] is not net["m"] and (out["m"].kernel[...] == 0).all()
+    assert not (net["m"].kernel[...] == 0).all()

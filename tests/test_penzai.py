@@ -41,6 +41,12 @@ def test_parameter_boxes_are_hidden(model):
     assert tw.path_segments(path)[-1] == "bias"
 
 
+def test_where_looks_through_parameter_boxes(model):
+    found = [x for _, x in tw.select(model, "**/bias", outermost=True)]
+    got = tw.where(model, "**/bias")(model)
+    assert len(got) == 9 and all(a is b for a, b in zip(got, found, strict=True))
+
+
 def test_layers_by_type(model):
     add_bias = tw.select(model, pz.nn.AddBias)
     assert len(add_bias) == 9 and all(isinstance(n, pz.nn.AddBias) for _, n in add_bias)

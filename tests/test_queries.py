@@ -26,6 +26,20 @@ def test_where_picks_what_replace_acts_on():
     assert where(other)[1] is other["norm"]  # looked up by path in the tree it is given
 
 
+@pytest.mark.parametrize("sel", ["**", "**/bias", tw.arrays, tw.glob("*") | "norm/*"])
+def test_where_finds_every_node_select_does_in_one_descent(sel):
+    tree = {"layers": [dict(PARAMS, i=i) for i in range(30)], "head": PARAMS}
+    found = [x for _, x in tw.select(tree, sel, outermost=True)]
+    got = tw.where(tree, sel)(tree)
+    assert len(got) == len(found) and all(a is b for a, b in zip(got, found, strict=True))
+
+
+def test_where_on_a_tree_of_another_structure_names_a_missing_path():
+    where = tw.where(PARAMS, "**/bias")
+    with pytest.raises(tw.StructureError, match=r"'norm/bias'.*same structure"):
+        where({"dense": PARAMS["dense"]})
+
+
 def test_mask_asks_about_leaves_only():
     assert tw.mask(PARAMS, "norm") == {
         "dense": {"kernel": False, "bias": False},

@@ -18,6 +18,7 @@ from ._errors import PatternError as PatternError
 from ._errors import PRNGKeyError as PRNGKeyError
 from ._errors import ReplacementError as ReplacementError
 from ._errors import SelectorError as SelectorError
+from ._errors import StructureError as StructureError
 from ._errors import TreewalkError as TreewalkError
 from ._helpers import constant as constant
 from ._helpers import initializer as initializer

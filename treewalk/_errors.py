@@ -40,6 +40,11 @@ class ReplacementError(TreewalkError, ValueError):
     """`fn` returned something that does not fit where it goes (shape or dtype changed)."""
 
 
+class StructureError(TreewalkError, ValueError):
+    """A tree lacks a path it was expected to have: a `tw.where` function was given a tree
+    of another structure than the one it was built on."""
+
+
 class LabelError(TreewalkError, ValueError):
     """`labels` found a leaf claimed by two labels, or by none and no `default`."""
 

@@ -82,6 +82,17 @@ def fast_types(sel: Selector, *, arrays_ok: bool = False) -> tuple[type, ...] | 
     return types
 
 
+def _takes_path() -> bool:
+    import inspect
+
+    return (
+        "is_leaf_takes_path" in inspect.signature(jax.tree_util.tree_flatten_with_path).parameters
+    )
+
+
+_TAKES_PATH = _takes_path()
+
+
 class _Stops:
     """The `is_leaf` for the C++ flatten: stop at candidates, boxes, mutable nodes (NNX
     modules, whose identity matters for ties) and user leaves."""
@@ -100,11 +111,15 @@ class _Stops:
         self.kinds = type_kinds()
 
     def __call__(self, x: Any) -> bool:
+        return self.at((), x)
+
+    def at(self, _path: Path, x: Any) -> bool:
+        """`self(x)`, as an `is_leaf` that takes the path first."""
         t = type(x)
         hit = self.cache.get(t)
         if hit is None:
             hit = self.cache[t] = issubclass(t, self.stop_types)
-        return hit or self.user_leaf(x)
+        return hit or (self.is_leaf is not None and self.user_leaf(x))
 
     def is_candidate(self, x: Any) -> bool:
         t = type(x)
@@ -117,6 +132,10 @@ class _Stops:
         return self.is_leaf is not None and bool(_call("is_leaf", self.is_leaf, (), x))
 
     def flatten(self, node: Any, inside_of: Any = None) -> tuple[list[tuple[Path, Any]], Any]:
+        if inside_of is None and _TAKES_PATH:  # no wrapper around is_leaf: one call less
+            return jax.tree_util.tree_flatten_with_path(
+                node, is_leaf=self.at, is_leaf_takes_path=True
+            )
         stop = self if inside_of is None else (lambda y: y is not inside_of and self(y))
         return jax.tree_util.tree_flatten_with_path(node, is_leaf=stop)
 
@@ -125,6 +144,56 @@ class _Stops:
 
     def open(self, box: Any, flags: int) -> tuple[str, Any, Callable[[Any], Any]]:
         return unbox(box, () if flags & LEAF_BOX else self.pytree_boxes)
+
+
+class _Special(Exception):
+    """Raised by `plain_leaves`'s `is_leaf` on a box or mutable node: abandon the flatten."""
+
+
+def plain_leaves(
+    tree: Any, is_leaf: Callable[[Any], bool] | None
+) -> tuple[list[tuple[Path, Any]], Any] | None:
+    """`tree_flatten_with_path(tree)`, in one C++ flatten, if `tree` holds no box and no
+    mutable node (NNX `Variable` or module, linen `Partitioned`, penzai variable), else
+    `None`: those need the walk (boxes are looked through, mutable nodes are copied once).
+
+    The flatten stops at the first such node it meets, so a `None` costs little. With no
+    framework imported and no `is_leaf`, JAX is asked nothing per node at all.
+    """
+    reg = registry.refresh()
+    special = reg.boxes + reg.mutable
+    if not special and is_leaf is None:
+        return jax.tree_util.tree_flatten_with_path(tree)
+    plain: set[type] = set()  # types met that are neither boxes nor mutable
+
+    def check(x: Any) -> None:
+        t = type(x)
+        if special and issubclass(t, special):
+            raise _Special
+        plain.add(t)
+
+    if is_leaf is None:
+
+        def stop(path: Path, x: Any) -> bool:
+            if type(x) not in plain:
+                check(x)
+            return False
+
+    else:
+
+        def stop(path: Path, x: Any) -> bool:
+            if type(x) not in plain:
+                check(x)
+            return bool(_call("is_leaf", is_leaf, path, x))
+
+    try:
+        if _TAKES_PATH:
+            return jax.tree_util.tree_flatten_with_path(
+                tree, is_leaf=stop, is_leaf_takes_path=True
+            )
+        return jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: stop((), x))
+    except _Special:
+        return None
 
 
 def fast_matches(
@@ -168,28 +237,35 @@ def fast_matches(
         # A candidate met more often than it is listed also sits inside another one.
         return met > len(tops) or any(cache.get(type(y)) for y in inner)
 
+    kinds, candidate_of = stops.kinds, stops.candidate
+    # A bare `of_type` matches every candidate outside a box: no need to ask it.
+    trivial = type(sel) is of_type
+
     def search(prefix: Path, node: Any, outer: Any, inside_of: Any = None) -> None:
         leaves = stops.flatten(node, inside_of)[0]
         nest = None  # asked once, the first time a candidate could be walked into
         for path, x in leaves:
             if inside_of is not None and not path:
                 continue  # `inside_of` is a JAX leaf: there is nothing inside it
-            if not cache.get(type(x)) and outer is None:
+            t = type(x)
+            if not cache.get(t) and outer is None:
                 continue  # a plain leaf: not a candidate, not a box, not mutable
-            f = stops.flags(x)
+            f = kinds[t]
             if f & SHARED:
                 if id(x) in seen:
                     continue
                 seen.add(id(x))
-            full = (*prefix, *path)
+            full = (*prefix, *path) if prefix else path
             if f & (PYTREE_BOX | LEAF_BOX):
                 name, inner, _ = stops.open(x, f)
                 search((*full, BoxKey(name)), inner, x if outer is None else outer)
                 continue
-            candidate = stops.is_candidate(x)
+            candidate = candidate_of.get(t)
+            if candidate is None:
+                candidate = stops.is_candidate(x)
             if candidate or (outer is not None and not path):
                 n = Node(full, x, outer if not path else None, None)
-                if match(n):
+                if (trivial and candidate and n.outer is None) or match(n):
                     hits.append(n)
                     if outermost:
                         continue

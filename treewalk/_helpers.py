@@ -17,6 +17,18 @@ from ._errors import ArgumentError, InitError
 from ._path import Path, show_path
 
 
+class _EagerTypes(dict[type, bool]):
+    def __missing__(self, t: type) -> bool:
+        # Concrete JAX arrays subclass `jax.Array`; tracers are `jax.Array`s to isinstance
+        # only. Decided per type, without making an array (that would start the backend).
+        hit = self[t] = issubclass(t, jax.Array) and not issubclass(t, Tracer)
+        return hit
+
+
+#: `eager[type(x)]`: is `x` a concrete (not traced) JAX array?
+eager = _EagerTypes()
+
+
 def _shape_dtype(path: Path, node: Any, what: str) -> tuple[tuple[int, ...], Any]:
     shape, dtype = getattr(node, "shape", None), getattr(node, "dtype", None)
     if shape is None or dtype is None:
@@ -72,6 +84,8 @@ def _place(x: Any, node: Any) -> Any:
     node's own sharding when it is concrete, and with `shard_alike` on `Auto` axes (where
     the input's layout is only known to the compiler).
     """
+    if eager[type(node)] and type(node.sharding) is SingleDeviceSharding:
+        return x  # the common case, decided without the calls below
     sharding = sharding_of(node)
     if sharding is None or getattr(x, "shape", None) != getattr(node, "shape", None):
         return x

@@ -7,11 +7,11 @@ from typing import Any
 
 from jaxtyping import PyTree
 
-from ._errors import LabelError
+from ._errors import LabelError, StructureError
 from ._path import Path, show_path
 from ._scan import matches, scan
 from ._selectors import Node, as_selector
-from ._walk import children
+from ._walk import children, no_gc
 
 IsLeaf = Callable[[Any], bool] | None
 
@@ -56,8 +56,9 @@ def select(
         ```
     """
     sel = as_selector(selector)
-    hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
-    return [(n.path, n.node) for n in hits]
+    with no_gc():
+        hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
+        return [(n.path, n.node) for n in hits]
 
 
 def paths(
@@ -84,21 +85,50 @@ def paths(
     return [n.path for n in hits]
 
 
-def resolve(tree: Any, path: Path) -> Any:
-    """The node at `path` in `tree` (box entries included)."""
-    node = tree
-    for entry in path:
+_END = object()
+
+
+def resolve_all(tree: Any, paths: list[Path], what: str) -> list[Any]:
+    """The nodes at `paths` in `tree` (box entries included), in one descent: each
+    internal node on the way is opened once, however many of the paths pass through it."""
+    trie: dict[Any, Any] = {}
+    for i, path in enumerate(paths):
+        sub = trie
+        for entry in path:
+            sub = sub.setdefault(entry, {})
+        sub.setdefault(_END, []).append(i)
+    out: list[Any] = [None] * len(paths)
+    found = 0
+
+    def go(node: Any, sub: dict[Any, Any]) -> None:
+        nonlocal found
+        for i in sub.get(_END, ()):
+            out[i] = node
+            found += 1
+        if len(sub) == (_END in sub):
+            return
         kids = children(node)
-        if kids is not None:
-            for k, child in kids[0]:
-                if k == entry:
-                    node = child
-                    break
-            else:
-                raise LookupError(f"no child {entry} in {type(node).__name__}")
-        else:  # a leaf box (penzai Parameter): only `.value`
-            node = getattr(node, entry.name)
-    return node
+        if kids is None:  # a leaf box (penzai Parameter): only `.value`
+            for entry, rest in sub.items():
+                if entry is not _END and hasattr(node, entry.name):
+                    go(getattr(node, entry.name), rest)
+            return
+        for entry, child in kids[0]:
+            rest = sub.get(entry)
+            if rest is not None:
+                go(child, rest)
+
+    go(tree, trie)
+    if found != len(paths):
+        missing = next(p for p, x in zip(paths, out, strict=True) if x is None)
+        raise StructureError(
+            f"{what}: {len(paths) - found} of its {len(paths)} paths are not in the tree it "
+            f"was given, e.g. {show_path(missing)}. A where-function looks nodes up by the "
+            f"paths it found in the tree it was built on: build it on a tree of the same "
+            f"structure as the one you pass (`tw.where(model, sel)` for `eqx.tree_at(..., "
+            f"model, ...)`)."
+        )
+    return out
 
 
 def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[Any], list[Any]]:
@@ -126,7 +156,7 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     found = [n.path for n in matches(tree, sel, is_leaf=is_leaf, outermost=True)]
 
     def where_fn(t: Any) -> list[Any]:
-        return [resolve(t, p) for p in found]
+        return resolve_all(t, found, f"tw.where(..., {sel!r})")
 
     return where_fn
 

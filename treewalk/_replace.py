@@ -5,22 +5,34 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Literal
 
 import jax
 import numpy as np
 from jax.core import Tracer
+from jax.sharding import SingleDeviceSharding
 from jaxtyping import PyTree
 
 from ._errors import ArgumentError, NoMatchError, ReplacementError
-from ._fast import fast_matches, fast_types, rebuild_by_paths
+from ._fast import fast_matches, fast_types, plain_leaves, rebuild_by_paths
 from ._frameworks import registry
-from ._helpers import _place, constrain, stack_sharding
+from ._helpers import _place, constrain, eager, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
 from ._path import Path, path_str, show_path
 from ._scan import matches, scan
-from ._selectors import ARRAY_TYPES, Node, Selector, as_selector, is_array_type
-from ._walk import LEAF, SHARED, Stop, Walk, _call, check_callable, type_kinds
+from ._selectors import ARRAY_TYPES, Node, Selector, arrays, as_selector, is_array_type
+from ._walk import (
+    LEAF,
+    SHARED,
+    Stop,
+    Walk,
+    _call,
+    check_callable,
+    no_gc,
+    type_kinds,
+    wrapped,
+)
 
 ReplaceFn = Callable[[Path, Any, Any], Any]
 
@@ -89,8 +101,10 @@ def replace(
 
     **Returns:**
 
-    The new tree. Subtrees with nothing selected are the input's own objects (NNX modules
-    and variables excepted, which are always copied).
+    The new tree. Leaves that were not replaced are the input's own objects (no array is
+    copied); containers may be new objects (one C++ unflatten rebuilds them all), and NNX
+    modules and variables are always copied. When `fn` returns every selected node as it
+    was, the result is the input itself.
 
     **Raises:**
 
@@ -120,12 +134,19 @@ def replace(
             f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
             f"tw.replace (selector {sel!r})."
         )
-    batched = getattr(fn, "tw_batched", None)
-    two_pass = key is not None or batched is not None
-    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel, arrays_ok=two_pass)
-    if fast is not None:
+    two_pass = key is not None or getattr(fn, "tw_batched", None) is not None
+    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel, arrays_ok=True)
+    done = None
+    if fast is not None and all(is_array_type[t] for t in fast):
+        with no_gc():
+            done = _replace_leaves(tree, sel, fn, key, keys, is_leaf, check)
+        if done is None and not two_pass:
+            fast = None  # boxes or NNX modules: one walk costs less than two flattens
+    if done is not None:
+        out, count = done
+    elif fast is not None:
         out, count = _replace_fast(tree, sel, fast, fn, key, keys, is_leaf, check)
-    elif key is None and batched is None:
+    elif not two_pass:
         out, count = _replace_one_pass(tree, sel, fn, is_leaf, check, include_none)
     else:
         out, count = _replace_two_pass(tree, sel, fn, key, keys, is_leaf, check, include_none)
@@ -161,9 +182,15 @@ class _Apply:
             new = _call(self.what, tw_call, n.path, n, key)
         else:
             new = _call(self.what, fn, n.path, n.path, n.node, key)
-        if self.check:
+        if self.check and not same_aval(new, n.node):
             check_replacement(n, new, self.sel)
         return _place(new, n.node)
+
+
+def same_aval(new: Any, old: Any) -> bool:
+    """A quick yes for `check_replacement`: both are eager JAX arrays of one shape and
+    dtype. `False` only means "ask `check_replacement`"."""
+    return eager[type(old)] and eager[type(new)] and new.aval == old.aval
 
 
 def check_replacement(n: Node, new: Any, sel: Selector) -> None:
@@ -264,6 +291,78 @@ def _replace_two_pass(
 
     out = Walk(pre, is_leaf=is_leaf, transparent=True)(tree)
     return out, len(hits)
+
+
+def _replace_leaves(
+    tree: Any,
+    sel: Selector,
+    fn: ReplaceFn,
+    key: Any,
+    policy: str,
+    is_leaf: Any,
+    check: bool,
+) -> tuple[Any, int] | None:
+    """For selectors that only match array leaves, on a tree with no box and no mutable
+    node (`None` otherwise): one C++ flatten with paths, `fn` on each selected leaf, one
+    unflatten, or none at all when `fn` returned every leaf as it was."""
+    flat = plain_leaves(tree, is_leaf)
+    if flat is None:
+        return None
+    leaves, treedef = flat
+    match = None if sel is arrays else sel.match
+    array_type = is_array_type
+    if key is None and getattr(fn, "tw_batched", None) is None:
+        # One pass: fn right away, ties computed once.
+        what = f"fn (selector {sel!r})"
+        ties: dict[int, Any] = {}
+        count = 0
+        values: list[Any] | None = None  # made on the first change
+        sds, one = jax.ShapeDtypeStruct, SingleDeviceSharding
+        for i, (path, x) in enumerate(leaves):
+            if not array_type[type(x)]:
+                continue
+            if match is not None and not match(Node(path, x, None, None)):
+                continue
+            count += 1
+            tie = None if type(x) is sds else id(x)  # a ShapeDtypeStruct is not a tie
+            if tie in ties:
+                new = ties[tie]
+            else:
+                try:
+                    new = fn(path, x, None)
+                except Exception as e:
+                    raise wrapped(what, path, e) from e
+                if new is not x:
+                    if eager[type(x)] and eager[type(new)] and type(x.sharding) is one:
+                        # Eager arrays on one device: nothing to place, a quick check.
+                        if check and new.aval != x.aval:  # pyright: ignore[reportAttributeAccessIssue]
+                            check_replacement(Node(path, x, None, None), new, sel)
+                    else:
+                        if check:
+                            check_replacement(Node(path, x, None, None), new, sel)
+                        new = _place(new, x)
+                if tie is not None:
+                    ties[tie] = new
+            if new is not x:
+                if values is None:
+                    values = list(map(itemgetter(1), leaves))
+                values[i] = new
+        return (tree if values is None else treedef.unflatten(values)), count
+    # Keys or a batched fn: collect the selected leaves, compute all results, then place.
+    hits: list[Node] = []
+    where: list[int] = []
+    for i, (path, x) in enumerate(leaves):
+        if array_type[type(x)]:
+            n = Node(path, x, None, None)
+            if match is None or match(n):
+                hits.append(n)
+                where.append(i)
+    if not hits:
+        return tree, 0
+    values = list(map(itemgetter(1), leaves))
+    for i, new in zip(where, _results(hits, fn, key, policy, sel, check), strict=True):
+        values[i] = new
+    return treedef.unflatten(values), len(hits)
 
 
 def _replace_fast(

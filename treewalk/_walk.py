@@ -87,11 +87,15 @@ def _call(what: str, f: Callable[..., Any], path: Path, *args: Any) -> Any:
     try:
         return f(*args)
     except Exception as e:
-        if isinstance(e, TreewalkError):  # ours already name the path
-            raise
-        raise CallbackError(
-            f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}"
-        ) from e
+        raise wrapped(what, path, e) from e
+
+
+def wrapped(what: str, path: Path, e: Exception) -> Exception:
+    """The error to raise for `e`, raised by a user callback at `path`: ours as they are
+    (they already name the path), anything else as a `CallbackError` naming the path."""
+    if isinstance(e, TreewalkError):
+        return e
+    return CallbackError(f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}")
 
 
 def check_callable(name: str, f: Any, *, optional: bool = False) -> None:
