@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import treewalk as tw
 from treewalk._fast import fast_types
-from treewalk.testing import EqxNode, Keyed, Pair, Unkeyed, pytrees, trees_equal
+from treewalk.testing import EqxNode, Keyed, Pair, Unkeyed, pytrees, selectors, trees_equal
 
 TYPES = st.sampled_from([dict, list, tuple, Pair, Keyed, Unkeyed, EqxNode])
 
@@ -189,3 +189,55 @@ def test_leaf_loop_gives_way_to_the_walk_on_boxes_and_modules():
     out = tw.replace(net, tw.arrays, lambda p, x, k: x * 0)
     assert out["m"] is not net["m"] and (out["m"].kernel[...] == 0).all()
     assert not (net["m"].kernel[...] == 0).all()
+
+
+def walk_only(sel):
+    """The same selector, for the walk only: a selector that asks about ancestors (here
+    one that never objects) keeps every call off the flatten-based paths."""
+    return sel & ~tw.inside("__never__")
+
+
+def tag(path, node, key):
+    return ("new", tw.path_str(path))
+
+
+@given(st.data())
+def test_any_selector_replace_mask_labels_agree_with_the_walk(data):
+    """Whatever path `replace`, `mask` and `labels` take (leaf loop, path selectors on a
+    plain tree, C++ fast path, walk), they agree with the walk, calls included."""
+    tree = data.draw(pytrees())
+    sel = data.draw(selectors(tree))
+    calls_fast, calls_walk = [], []
+    fast = tw.replace(
+        tree, sel, lambda p, x, k: calls_fast.append(p) or tag(p, x, k), strict=False, check=False
+    )
+    walk = tw.replace(
+        tree,
+        walk_only(sel),
+        lambda p, x, k: calls_walk.append(p) or tag(p, x, k),
+        strict=False,
+        check=False,
+    )
+    assert trees_equal(fast, walk) and calls_fast == calls_walk
+    assert trees_equal(tw.mask(tree, sel), tw.mask(tree, walk_only(sel)))
+    spec, default = {"a": sel}, "b"
+    assert trees_equal(
+        tw.labels(tree, spec, default=default),
+        tw.labels(tree, {"a": walk_only(sel)}, default=default),
+    )
+
+
+def test_path_selectors_on_plain_trees_give_way_where_a_flatten_cannot_see():
+    """A path selector that picks an internal node replaces it whole, and a selected
+    `None` or empty container (which a flatten does not show) still reaches `fn`."""
+    tree = {"enc": {"w": jnp.ones(2), "bias": jnp.ones(2)}, "bias": {"x": jnp.ones(1)}}
+    out = tw.replace(tree, "**/bias", lambda p, x, k: "whole", check=False)
+    assert out["bias"] == "whole" and out["enc"]["bias"] == "whole"
+    empty = {"enc": {"w": jnp.ones(2)}, "state": ()}
+    out = tw.replace(empty, "state", lambda p, x, k: (jnp.zeros(1),), check=False)
+    assert out["state"][0].shape == (1,)
+    with_none = {"enc": {"w": jnp.ones(2), "bias": None}}
+    assert tw.replace(with_none, "**/bias", tw.zeros, strict=False)["enc"]["bias"] is None
+    # Integer keys and their text are one segment to a glob, whichever path is taken.
+    seq = {"layers": [jnp.ones(1), jnp.ones(2)]}
+    assert tw.replace(seq, "layers/1", tw.zeros)["layers"][1].tolist() == [0, 0]

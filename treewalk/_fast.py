@@ -28,8 +28,11 @@ from ._selectors import (
     Or,
     Selector,
     _Arrays,
+    glob,
     inside,
+    name,
     of_type,
+    regex,
 )
 from ._walk import LEAF, LEAF_BOX, MUTABLE, PYTREE_BOX, SHARED, _call, no_gc, type_kinds
 
@@ -194,6 +197,83 @@ def plain_leaves(
         return jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: stop((), x))
     except _Special:
         return None
+
+
+def path_only(sel: Selector) -> bool:
+    """Does `sel` look at nothing but the path (`name`, `glob`, `regex` and their algebra)?
+    Such a selector can be asked about an internal node knowing only its path."""
+    if isinstance(sel, name | glob | regex):
+        return True
+    if isinstance(sel, And | Or):
+        return all(path_only(p) for p in sel.parts)
+    if isinstance(sel, Not):
+        return path_only(sel.selector)
+    return False
+
+
+def _last_only(sel: Selector) -> bool:
+    """Does `sel` look at the last segment only (`name`, `"**/literal"` globs)?"""
+    if isinstance(sel, name):
+        return True
+    if isinstance(sel, glob):
+        return sel._suffix is not None
+    if isinstance(sel, And | Or):
+        return all(_last_only(p) for p in sel.parts)
+    if isinstance(sel, Not):
+        return _last_only(sel.selector)
+    return False
+
+
+def path_matcher(sel: Selector) -> Callable[[Path], bool]:
+    """`path -> bool` for a `path_only` selector, on paths with no box entry. When only
+    the last segment matters, the answer is remembered per last key entry: a tree of
+    100,000 leaves has a few dozen distinct keys."""
+    match = sel.match
+    if not _last_only(sel):
+        return lambda path: match(Node(path, None, None, None))
+    memo: dict[Any, bool] = {}
+
+    def last(path: Path) -> bool:
+        if not path:
+            return match(Node(path, None, None, None))
+        entry = path[-1]
+        hit = memo.get(entry)
+        if hit is None:
+            hit = memo[entry] = match(Node((entry,), None, None, None))
+        return hit
+
+    return last
+
+
+def leaves_hold_all(
+    leaves: list[tuple[Path, Any]], treedef: Any, match: Callable[[Path], bool]
+) -> bool:
+    """Is every selected node of the tree among `leaves` (its flattened leaves)?
+
+    `match` (a `path_matcher`) is asked about every internal node, known by its path:
+    one that matches would be replaced whole. And a node with no leaves below it
+    (`None`, an empty container) does not show in `leaves` at all: one is there if the
+    treedef has more nodes than the leaves and the internal nodes on their paths.
+    """
+    internal = 0
+    prev: Path | None = None
+    for path, _ in leaves:
+        if prev is None:
+            start = 0
+        elif path[:-1] == prev[:-1]:
+            prev = path
+            continue  # a sibling of the last leaf: no internal node it did not pass
+        else:
+            c, m = 0, min(len(path), len(prev))
+            while c < m and path[c] == prev[c]:
+                c += 1
+            start = c + 1
+        for k in range(start, len(path)):
+            internal += 1
+            if match(path[:k]):
+                return False
+        prev = path
+    return internal + len(leaves) == treedef.num_nodes
 
 
 def fast_matches(

@@ -48,6 +48,8 @@ def sharding_of(node: Any) -> Any:
     (under `jax.jit`) gives the sharding of its abstract value, whose mesh is abstract and
     whose spec is only known for `Explicit` mesh axes. `None` for anything on one device.
     """
+    if eager[type(node)] and type(node.sharding) is SingleDeviceSharding:
+        return None  # the common case, decided without the calls below
     if isinstance(node, Tracer):
         try:
             sharding = jax.typeof(node).sharding

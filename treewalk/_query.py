@@ -8,9 +8,10 @@ from typing import Any
 from jaxtyping import PyTree
 
 from ._errors import LabelError, StructureError
+from ._fast import needs_parent, path_matcher, path_only, plain_leaves
 from ._path import Path, show_path
 from ._scan import matches, scan
-from ._selectors import Node, as_selector
+from ._selectors import Node, Selector, as_selector
 from ._walk import children, no_gc
 
 IsLeaf = Callable[[Any], bool] | None
@@ -161,8 +162,27 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     return where_fn
 
 
-def _leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
-    """Rebuild `tree` with every leaf (looking through boxes) replaced by `leaf(n)`."""
+def _leaf_values(
+    tree: Any,
+    leaf: Callable[[Node], Any],
+    is_leaf: IsLeaf,
+    sels: list[Selector],
+    by_path: Callable[[Path], Any] | None = None,
+) -> Any:
+    """Rebuild `tree` with every leaf (looking through boxes) replaced by `leaf(n)`.
+
+    A plain tree (no box, no mutable node), asked about by selectors that need no
+    ancestry, takes one C++ flatten and one unflatten; with `by_path`, a leaf's value is
+    `by_path(path)` there (a selector that looks at paths only).
+    """
+    if not any(needs_parent(s) for s in sels):
+        with no_gc():
+            flat = plain_leaves(tree, is_leaf)
+            if flat is not None:
+                leaves, treedef = flat
+                if by_path is not None:
+                    return treedef.unflatten([by_path(p) for p, _ in leaves])
+                return treedef.unflatten([leaf(Node(p, x, None, None)) for p, x in leaves])
     return scan(lambda n: n.node, leaf=leaf, is_leaf=is_leaf, rebuild=True)(tree)
 
 
@@ -200,7 +220,8 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
         ```
     """
     sel = as_selector(selector)
-    return _leaf_values(tree, sel.match, is_leaf)
+    by_path = path_matcher(sel) if path_only(sel) else None
+    return _leaf_values(tree, sel.match, is_leaf, [sel], by_path)
 
 
 def labels(
@@ -262,7 +283,7 @@ def labels(
         conflicts.append(f"{show_path(n.path)} (labels {', '.join(map(repr, labs))})")
         return labs[0]
 
-    out = _leaf_values(tree, leaf, is_leaf)
+    out = _leaf_values(tree, leaf, is_leaf, [s for _, s in sels])
     if conflicts:
         raise LabelError(
             f"{len(conflicts)} leaves are claimed by more than one label: "

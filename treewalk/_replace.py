@@ -15,7 +15,15 @@ from jax.sharding import SingleDeviceSharding
 from jaxtyping import PyTree
 
 from ._errors import ArgumentError, NoMatchError, ReplacementError
-from ._fast import fast_matches, fast_types, plain_leaves, rebuild_by_paths
+from ._fast import (
+    fast_matches,
+    fast_types,
+    leaves_hold_all,
+    path_matcher,
+    path_only,
+    plain_leaves,
+    rebuild_by_paths,
+)
 from ._frameworks import registry
 from ._helpers import _place, constrain, eager, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
@@ -137,9 +145,10 @@ def replace(
     two_pass = key is not None or getattr(fn, "tw_batched", None) is not None
     fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel, arrays_ok=True)
     done = None
-    if fast is not None and all(is_array_type[t] for t in fast):
+    arrays_only = fast is not None and all(is_array_type[t] for t in fast)
+    if arrays_only or (not include_none and not hasattr(fn, "tw_call") and path_only(sel)):
         with no_gc():
-            done = _replace_leaves(tree, sel, fn, key, keys, is_leaf, check)
+            done = _replace_leaves(tree, sel, fn, key, keys, is_leaf, check, arrays_only)
         if done is None and not two_pass:
             fast = None  # boxes or NNX modules: one walk costs less than two flattens
     if done is not None:
@@ -301,16 +310,23 @@ def _replace_leaves(
     policy: str,
     is_leaf: Any,
     check: bool,
+    arrays_only: bool,
 ) -> tuple[Any, int] | None:
-    """For selectors that only match array leaves, on a tree with no box and no mutable
-    node (`None` otherwise): one C++ flatten with paths, `fn` on each selected leaf, one
-    unflatten, or none at all when `fn` returned every leaf as it was."""
+    """On a plain tree, when only leaves can be selected: one C++ flatten with paths, `fn`
+    on each selected leaf, one unflatten (none at all when `fn` returned every leaf as it
+    was). `None` when the walk is needed instead: the tree holds a box or a mutable node,
+    or a path selector (not `arrays_only`) picks an internal node or the tree has nodes
+    with no leaves (`None`, empty containers), which a flatten does not show."""
     flat = plain_leaves(tree, is_leaf)
     if flat is None:
         return None
     leaves, treedef = flat
-    match = None if sel is arrays else sel.match
+    by_path = None if arrays_only else path_matcher(sel)
+    if by_path is not None and not leaves_hold_all(leaves, treedef, by_path):
+        return None
+    match = None if sel is arrays or by_path is not None else sel.match
     array_type = is_array_type
+    candidate = array_type if arrays_only else _not_none
     if key is None and getattr(fn, "tw_batched", None) is None:
         # One pass: fn right away, ties computed once.
         what = f"fn (selector {sel!r})"
@@ -319,12 +335,17 @@ def _replace_leaves(
         values: list[Any] | None = None  # made on the first change
         sds, one = jax.ShapeDtypeStruct, SingleDeviceSharding
         for i, (path, x) in enumerate(leaves):
-            if not array_type[type(x)]:
+            t = type(x)
+            if not candidate[t]:
                 continue
-            if match is not None and not match(Node(path, x, None, None)):
+            if by_path is not None:
+                if not by_path(path):
+                    continue
+            elif match is not None and not match(Node(path, x, None, None)):
                 continue
             count += 1
-            tie = None if type(x) is sds else id(x)  # a ShapeDtypeStruct is not a tie
+            # Ties are arrays only; a ShapeDtypeStruct may describe many leaves.
+            tie = id(x) if array_type[t] and t is not sds else None
             if tie in ties:
                 new = ties[tie]
             else:
@@ -352,9 +373,9 @@ def _replace_leaves(
     hits: list[Node] = []
     where: list[int] = []
     for i, (path, x) in enumerate(leaves):
-        if array_type[type(x)]:
+        if candidate[type(x)]:
             n = Node(path, x, None, None)
-            if match is None or match(n):
+            if by_path(path) if by_path is not None else match is None or match(n):
                 hits.append(n)
                 where.append(i)
     if not hits:
@@ -363,6 +384,16 @@ def _replace_leaves(
     for i, new in zip(where, _results(hits, fn, key, policy, sel, check), strict=True):
         values[i] = new
     return treedef.unflatten(values), len(hits)
+
+
+class _NotNone(dict[type, bool]):
+    def __missing__(self, t: type) -> bool:
+        hit = self[t] = t is not type(None)
+        return hit
+
+
+#: `_not_none[type(x)]`: may leaf `x` be selected by a path selector? (`None` never is.)
+_not_none = _NotNone()
 
 
 def _replace_fast(
