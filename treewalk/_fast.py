@@ -60,14 +60,17 @@ def candidate_types(sel: Selector) -> tuple[type, ...] | None:
     return None
 
 
-def needs_parent(sel: Selector) -> bool:
-    if isinstance(sel, inside):
-        return True
+def _every_atom(sel: Selector, test: Callable[[Selector], bool]) -> bool:
+    """Does `test` hold for every selector `sel` is composed of (with `&`, `|`, `~`)?"""
     if isinstance(sel, And | Or):
-        return any(needs_parent(p) for p in sel.parts)
+        return all(_every_atom(p, test) for p in sel.parts)
     if isinstance(sel, Not):
-        return needs_parent(sel.selector)
-    return False
+        return _every_atom(sel.selector, test)
+    return test(sel)
+
+
+def needs_parent(sel: Selector) -> bool:
+    return not _every_atom(sel, lambda s: not isinstance(s, inside))
 
 
 def fast_types(sel: Selector, *, arrays_ok: bool = False) -> tuple[type, ...] | None:
@@ -202,26 +205,14 @@ def plain_leaves(
 def path_only(sel: Selector) -> bool:
     """Does `sel` look at nothing but the path (`name`, `glob`, `regex` and their algebra)?
     Such a selector can be asked about an internal node knowing only its path."""
-    if isinstance(sel, name | glob | regex):
-        return True
-    if isinstance(sel, And | Or):
-        return all(path_only(p) for p in sel.parts)
-    if isinstance(sel, Not):
-        return path_only(sel.selector)
-    return False
+    return _every_atom(sel, lambda s: isinstance(s, name | glob | regex))
 
 
 def _last_only(sel: Selector) -> bool:
     """Does `sel` look at the last segment only (`name`, `"**/literal"` globs)?"""
-    if isinstance(sel, name):
-        return True
-    if isinstance(sel, glob):
-        return sel._suffix is not None
-    if isinstance(sel, And | Or):
-        return all(_last_only(p) for p in sel.parts)
-    if isinstance(sel, Not):
-        return _last_only(sel.selector)
-    return False
+    return _every_atom(
+        sel, lambda s: isinstance(s, name) or (isinstance(s, glob) and s._suffix is not None)
+    )
 
 
 def path_matcher(sel: Selector) -> Callable[[Path], bool]:
