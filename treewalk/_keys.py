@@ -33,7 +33,8 @@ def as_typed_key(key: Any) -> tuple[jax.Array, bool]:
     )
 
 
-def path_hash(segs: Sequence[str | int]) -> tuple[int, int]:
+@functools.lru_cache(maxsize=1 << 16)  # a model's paths recur call after call
+def path_hash(segs: tuple[str | int, ...]) -> tuple[int, int]:
     """A stable 64-bit hash of a path's segments, as two `uint32`.
 
     Each segment is encoded with its kind (`str`/`int`) and length, so `("ab", "cdef")`,
@@ -69,7 +70,7 @@ def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> jax.Array:
     n = len(segs)
     hashes = np.zeros((_bucket(n), 2), np.uint32)
     if n:
-        hashes[:n] = [path_hash(s) for s in segs]
+        hashes[:n] = [path_hash(tuple(s)) for s in segs]
     return _derive(key, hashes)[:n]
 
 

@@ -143,10 +143,13 @@ def replace(
             f"tw.replace (selector {sel!r})."
         )
     two_pass = key is not None or getattr(fn, "tw_batched", None) is not None
-    fast = None if include_none or hasattr(fn, "tw_call") else fast_types(sel, arrays_ok=True)
+    # The walk is needed for `None`s (a flatten drops them) and for fns that ask for the
+    # node's context; otherwise C++ flattens find the nodes (see `_fast`).
+    flat_ok = not include_none and not hasattr(fn, "tw_call")
+    fast = fast_types(sel, arrays_ok=True) if flat_ok else None
     done = None
     arrays_only = fast is not None and all(is_array_type[t] for t in fast)
-    if arrays_only or (not include_none and not hasattr(fn, "tw_call") and path_only(sel)):
+    if arrays_only or (flat_ok and path_only(sel)):
         with no_gc():
             done = _replace_leaves(tree, sel, fn, key, keys, is_leaf, check, arrays_only)
         if done is None and not two_pass:
@@ -328,7 +331,8 @@ def _replace_leaves(
     array_type = is_array_type
     candidate = array_type if arrays_only else _not_none
     if key is None and getattr(fn, "tw_batched", None) is None:
-        # One pass: fn right away, ties computed once.
+        # One pass: fn right away, ties computed once. `_Apply` inlined: on 100,000
+        # leaves its calls cost as much as the flatten.
         what = f"fn (selector {sel!r})"
         ties: dict[int, Any] = {}
         count = 0
@@ -459,12 +463,13 @@ def _compute(
     rest = list(range(len(todo)))  # positions in todo (and in key_arr)
     if batched is not None:
         signature = getattr(fn, "tw_signature", batch_signature)
+        what = f"{fn!r} (selector {sel!r})"
         groups: dict[Any, list[int]] = {}
         traced = isinstance(key_arr, Tracer)
         for j, i in enumerate(todo):
             if _size(hits[i].node) > STACK_MAX:
                 continue  # big leaves are drawn one by one: a stack would double the peak
-            sig = _call(f"{fn!r} (selector {sel!r})", signature, hits[i].path, hits[i])
+            sig = _call(what, signature, hits[i].path, hits[i])
             if sig is not None:
                 # Sharded leaves are stacked only with leaves of the same layout.
                 ok, layout = stack_sharding(hits[i].node, traced)
@@ -480,7 +485,7 @@ def _compute(
                 contiguous = js[-1] - js[0] + 1 == len(js)
                 ks = key_arr[js[0] : js[-1] + 1] if contiguous else key_arr[np.asarray(js)]
             nodes = [hits[todo[j]] for j in js]
-            stacked = _call(f"{fn!r} (selector {sel!r})", batched, nodes[0].path, nodes, ks, sig)
+            stacked = _call(what, batched, nodes[0].path, nodes, ks, sig)
             if layout is not None:
                 stacked = constrain(stacked, layout)
             for j, value in zip(js, list(stacked), strict=True):
