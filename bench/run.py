@@ -2,7 +2,7 @@
 
     python bench/run.py            # full mode (minutes; the 2,000-leaf per-leaf jit is extra)
     python bench/run.py --quick    # small trees, seconds: the CI smoke test
-    python bench/run.py --slow     # full mode plus the per-leaf jit at 2,000 leaves (~8 min)
+    python bench/run.py --slow     # full mode plus the per-leaf jit at 2,000 leaves (~5 min)
     python bench/run.py --only 2,4 # some cases only
 
 Every time is the median of several runs after a warm-up; eager results are
@@ -441,7 +441,7 @@ def case5(quick: bool, repeats: int, slow: bool) -> None:
         print(f"case 5: keyed normal re-init under jax.jit ({label})")
         _jit_case(label, tree, "treewalk replace(arrays, normal, key)", _jit_tw, normal, repeats)
         if n >= 2_000 and not slow:
-            print(f"  5     {label:<28} per-leaf: skipped (pass --slow; ~8 min to compile)")
+            print(f"  5     {label:<28} per-leaf: skipped (pass --slow; ~5 min to compile)")
             continue
         _jit_case(label, tree, "per-leaf split + normal", _jit_per_leaf, normal, repeats)
 

@@ -18,8 +18,22 @@ BENCH = ROOT / "bench" / "run.py"
 
 # (case, tree prefix, tool) rows the quick mode must produce.
 EXPECTED = {
-    "1": ["treewalk", "tree_map_with_path identity", "floor: tree_flatten + tree_unflatten"],
-    "2": ["treewalk", "tree_map_with_path + zeros_like", "eqx.tree_at", "penzai", "nnx.split"],
+    "1": [
+        "treewalk replace(tw.arrays, identity)",
+        "treewalk replace(tw.arrays, new leaf)",
+        "tree_map_with_path identity",
+        "tree_map_with_path new leaf",
+        "floor: tree_flatten + tree_unflatten",
+        "floor with paths",
+    ],
+    "2": [
+        "treewalk",
+        "tree_map_with_path + zeros_like",
+        "eqx.tree_at(where",
+        "eqx.tree_at(tw.where",
+        "penzai",
+        "nnx.split",
+    ],
     "3": ["treewalk", "penzai", "tree_leaves(is_leaf=isinstance)"],
     "4": ["treewalk", "optax tree_random_like", "split, keys[i] per leaf"],
     "5c": ["compile: treewalk", "compile: per-leaf"],
