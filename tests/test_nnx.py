@@ -80,6 +80,15 @@ def test_of_type_linear_and_param():
     assert sorted(strs(m, tw.name("weight", "kernel", "w"))) == ["l1/kernel", "l2/kernel"]
 
 
+@pytest.mark.parametrize("sel", ["**/bias", nnx.Linear])
+def test_where_finds_what_select_does_through_variables(sel):
+    m = nnx_model()
+    found = [x for _, x in tw.select(m, sel, outermost=True)]
+    got = tw.where(m, sel)(m)
+    assert found and len(got) == len(found)
+    assert all(a is b for a, b in zip(got, found, strict=True))
+
+
 class WithState(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.l = nnx.Linear(3, 4, rngs=rngs)

@@ -82,8 +82,9 @@ def paths(
         ```
     """
     sel = as_selector(selector)
-    hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
-    return [n.path for n in hits]
+    with no_gc():
+        hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
+        return [n.path for n in hits]
 
 
 _END = object()
