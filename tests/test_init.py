@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 import treewalk as tw
-from treewalk._init import axes_of, weight_fans
+from treewalk._init_layout import axes_of, weight_fans
+from treewalk._node import Node
 
 FAN_BASED = [
     tw.init.lecun_normal,
@@ -169,7 +170,7 @@ def test_same_values_as_jax_on_kio_kernels(ours, theirs, getkey):
     key = getkey()
     kernel = jnp.zeros((6, 4))
     (path,) = tw.paths({"kernel": kernel}, "kernel")
-    n = tw._selectors.Node(path, kernel, None, None)
+    n = Node(path, kernel, None, None)
     mine = ours.tw_call(n, key)
     assert jnp.allclose(mine, theirs(key, (6, 4), jnp.float32), atol=1e-6)
 
@@ -226,12 +227,11 @@ def test_batched_equals_leaf_by_leaf(init, getkey):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert sum(batched.batches) == 8 and len(batched.batches) >= 2
-    if init.fan_based:  # (all of the cases here)
-        # biases of layers with fan-in 4 and 16 are not drawn in one batch
-        assert len(batched.batches) == 4
-        small = [t["bias"] for t in a[1::2]]
-        big = [t["bias"] for t in a[0::2]]
-        assert np.std(np.stack(small)) > 1.5 * np.std(np.stack(big))
+    # fan-based: biases of layers with fan-in 4 and 16 are not drawn in one batch
+    assert len(batched.batches) == 4
+    small = [t["bias"] for t in a[1::2]]
+    big = [t["bias"] for t in a[0::2]]
+    assert np.std(np.stack(small)) > 1.5 * np.std(np.stack(big))
 
 
 def test_batched_under_jit(getkey):
