@@ -50,4 +50,4 @@ from ._show import show as show
 from ._walk import postwalk as postwalk
 from ._walk import prewalk as prewalk
 
-__version__ = importlib.metadata.version("treewalk")
+__version__ = importlib.metadata.version("jax-treewalk")
