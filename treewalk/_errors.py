@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._path import show_path
+
 
 class TreewalkError(Exception):
     """Base class of every error treewalk raises on bad input.
@@ -55,3 +60,28 @@ class PRNGKeyError(TreewalkError, TypeError):
 
 class InitError(TreewalkError, ValueError):
     """An initialiser cannot be applied to a leaf (dtype, shape or unknown fan)."""
+
+
+class LoadError(TreewalkError, ValueError):
+    """`tw.load` found destination arrays nothing loads into, source keys nothing uses, or
+    arrays whose shape or dtype does not fit; the message lists all of them at once, and
+    `.plan` holds the whole `tw.LoadPlan`."""
+
+    plan: object = None
+
+
+def call_user(what: str, f: Callable[..., Any], path: Sequence[Any], *args: Any) -> Any:
+    """`f(*args)`, for a user callback `f` called at `path`: an exception it raises is
+    re-raised as a `CallbackError` naming the path, chained to the original. treewalk's
+    own errors (raised by a helper used as `fn`) pass through as they are."""
+    try:
+        return f(*args)
+    except TreewalkError:
+        raise
+    except Exception as e:
+        raise callback_error(what, path, e) from e
+
+
+def callback_error(what: str, path: Sequence[Any], e: Exception) -> CallbackError:
+    """The `CallbackError` for `e`, raised by the user callback `what` at `path`."""
+    return CallbackError(f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}")

@@ -1,10 +1,9 @@
-"""Selectors: immutable values that say which nodes a call acts on."""
+"""The other selectors: `name`, `regex`, `inside`, `arrays`, `everything`; and every
+selector, re-exported for the rest of the package."""
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -13,76 +12,14 @@ from jax.core import Tracer
 
 from ._errors import PatternError, SelectorError
 from ._node import Node
-from ._path import Path
-from ._walk import _call
-
-
-class Selector:
-    """Base class of selectors. Compose them with `&`, `|` and `~`.
-
-    A selector decides, for each node of a tree, whether a call acts on it. Selectors
-    are immutable, hashable and compare by value; their `repr` reads like the code
-    that built them. Wherever a selector is taken, a `str` means
-    [`tw.glob`][treewalk.glob], a class means [`tw.of_type`][treewalk.of_type] and
-    any other callable `(path, node) -> bool` means [`tw.predicate`][treewalk.predicate].
-    """
-
-    __slots__ = ()
-
-    def match(self, n: Node) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _key(self) -> tuple[Any, ...]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __and__(self, other: Any) -> Selector:
-        return And(self, as_selector(other))
-
-    def __rand__(self, other: Any) -> Selector:
-        return And(as_selector(other), self)
-
-    def __or__(self, other: Any) -> Selector:
-        return Or(self, as_selector(other))
-
-    def __ror__(self, other: Any) -> Selector:
-        return Or(as_selector(other), self)
-
-    def __invert__(self) -> Selector:
-        return Not(self)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._key() == other._key()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self._key()))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; build a new selector instead")
-
-    def _init(self, **fields: Any) -> None:
-        for k, v in fields.items():
-            object.__setattr__(self, k, v)
-
-
-def as_selector(x: Any, *, what: str = "selector") -> Selector:
-    """Coerce `x` to a selector: `str`/tuple → glob, class → of_type, callable → predicate."""
-    if isinstance(x, Selector):
-        return x
-    if isinstance(x, str):
-        return glob(x)
-    if isinstance(x, tuple) and x and all(isinstance(s, str | int) for s in x):
-        return glob(x)
-    if isinstance(x, type):
-        return of_type(x)
-    if callable(x):
-        return predicate(x)
-    raise SelectorError(
-        f"{what} must be a selector, a glob string, a class or a callable "
-        f"`(path, node) -> bool`; got {type(x).__name__}: {x!r:.60}. "
-        f"For example `tw.glob('**/bias')`, `tw.name('kernel', 'weight')`, "
-        f"`tw.of_type(eqx.nn.Linear)`."
-    )
-
+from ._selector import And as And
+from ._selector import Not as Not
+from ._selector import Or as Or
+from ._selector import Selector as Selector
+from ._selector import as_selector as as_selector
+from ._selector import glob as glob
+from ._selector import of_type as of_type
+from ._selector import predicate as predicate
 
 # ------------------------------------------------------------------------------- by name
 
@@ -127,155 +64,6 @@ class name(Selector):
         return f"name({', '.join(map(repr, self.names))})"
 
 
-# ------------------------------------------------------------------------------- glob
-
-_STAR2 = object()
-
-
-def _compile_segment(pattern: str, seg: str) -> Any:
-    if seg == "**":
-        return _STAR2
-    if "**" in seg:
-        raise PatternError(
-            f"glob {pattern!r}: '**' must be a whole segment (got {seg!r}). Use '**' alone "
-            f"between slashes for any number of segments, or '*' for part of one segment."
-        )
-    if not any(c in seg for c in "*?["):
-        return seg
-    depth = 0
-    for c in seg:
-        if c == "[":
-            depth += 1
-        elif c == "]" and depth:
-            depth = 0
-    if depth:
-        raise PatternError(
-            f"glob {pattern!r}: unbalanced '[' in segment {seg!r}. Close it, e.g. "
-            f"'layer_[0-9]', or escape a literal bracket as '[[]'."
-        )
-    return re.compile(fnmatch.translate(seg), re.DOTALL).match
-
-
-def _match_one(p: Any, s: Any) -> bool:
-    if type(s) is not str:
-        s = str(s)
-    return p == s if type(p) is str else p(s) is not None
-
-
-def _match_segs(pat: tuple[Any, ...], segs: tuple[Any, ...]) -> bool:
-    # Iterative glob matching with backtracking over the last '**' seen.
-    pi = si = 0
-    star_pi = star_si = -1
-    np_, ns = len(pat), len(segs)
-    while si < ns:
-        if pi < np_:
-            p = pat[pi]
-            if p is _STAR2:
-                star_pi, star_si = pi, si
-                pi += 1
-                continue
-            if _match_one(p, segs[si]):
-                pi += 1
-                si += 1
-                continue
-        if star_pi < 0:
-            return False
-        star_si += 1
-        si = star_si
-        pi = star_pi + 1
-    while pi < np_ and pat[pi] is _STAR2:
-        pi += 1
-    return pi == np_
-
-
-class glob(Selector):
-    """Select nodes whose path matches a segment-wise glob pattern.
-
-    The pattern is split on `/` into segment patterns and anchored at the root:
-
-    | pattern | matches |
-    |---|---|
-    | `"**/bias"` | every `bias`, at any depth |
-    | `"bias"` | only a top-level `bias` |
-    | `"layers/*/weight"` | `weight` one level below `layers` |
-    | `"encoder/**"` | `encoder` and everything below it |
-    | `"**/layer_[0-3]/*"` | children of `layer_0` … `layer_3` |
-
-    `*` matches exactly one segment (it never crosses a `/`), `**` any number of
-    segments including none, `?` and `[...]` one character inside a segment. Integer
-    segments (list indices) match their decimal text. For a key that itself holds `/`
-    (Haiku's `"mlp/~/linear_0"`), pass a tuple of segment patterns:
-    `tw.glob(("mlp/~/linear_0", "w"))`, or use `*`: `"*/w"`.
-
-    The pattern is compiled once, when the selector is built.
-
-    !!! Example
-
-        ```python
-        import treewalk as tw
-
-        tree = {"enc": {"layers": [{"w": 1, "bias": 0}, {"w": 2, "bias": 0}]}}
-        assert [tw.path_str(p) for p in tw.paths(tree, "**/bias")] == [
-            "enc/layers/0/bias", "enc/layers/1/bias"]
-        assert tw.paths(tree, "bias") == []
-        ```
-    """
-
-    __slots__ = ("pattern", "_pat", "_suffix", "_fixed")
-
-    def __init__(self, pattern: str | tuple[str | int, ...]) -> None:
-        if isinstance(pattern, tuple):
-            parts = [str(p) for p in pattern]
-            if not parts or any(p == "" for p in parts):
-                raise PatternError(
-                    f"glob {pattern!r}: empty segment pattern. Every element of a tuple "
-                    f"pattern must be a non-empty segment pattern, e.g. ('mlp/~/linear_0', 'w')."
-                )
-        elif isinstance(pattern, str):
-            parts = pattern.split("/")
-            if pattern == "" or any(p == "" for p in parts):
-                raise PatternError(
-                    f"glob {pattern!r}: empty segment. Patterns are anchored at the root and "
-                    f"have no leading, trailing or double '/': write '**/bias', not '/bias' "
-                    f"or 'a//b'. Use '**' to match any depth."
-                )
-        else:
-            raise SelectorError(
-                f"glob takes a str or a tuple of segment patterns; got "
-                f"{type(pattern).__name__}: {pattern!r:.60}."
-            )
-        pat = tuple(_compile_segment(str(pattern), p) for p in parts)
-        # Fast path for the common "**/<literal>": compare the last segment only.
-        suffix = pat[1] if len(pat) == 2 and pat[0] is _STAR2 and type(pat[1]) is str else None
-        fixed = None if any(p is _STAR2 for p in pat) else len(pat)
-        self._init(pattern=pattern, _pat=pat, _suffix=suffix, _fixed=fixed)
-
-    def match(self, n: Node) -> bool:
-        if self._suffix is not None:
-            last = n.last
-            if last is None:
-                return False
-            return (last if type(last) is str else str(last)) == self._suffix
-        segs = n.segs
-        fixed = self._fixed
-        if fixed is not None:  # no '**': one pattern segment per path segment
-            if len(segs) != fixed:
-                return False
-            for p, s in zip(self._pat, segs, strict=True):
-                if type(s) is not str:
-                    s = str(s)
-                if not (p == s if type(p) is str else p(s) is not None):
-                    return False
-            return True
-        return _match_segs(self._pat, segs)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.pattern,)
-
-    def __repr__(self) -> str:
-        return f"glob({self.pattern!r})"
-
-
 # ------------------------------------------------------------------------------- regex
 
 
@@ -317,95 +105,6 @@ class regex(Selector):
 
     def __repr__(self) -> str:
         return f"regex({self.pattern!r})"
-
-
-# ------------------------------------------------------------------------------- by type
-
-
-class of_type(Selector):
-    """Select nodes that are instances of one of `types`, internal nodes included.
-
-    `tw.of_type(eqx.nn.Linear)` selects whole layers: `replace` hands `fn` the layer.
-    A value inside a box also matches the box's type: `tw.of_type(nnx.Param)` selects
-    the arrays of NNX `Param`s (and not `BatchStat`s).
-
-    !!! Example
-
-        ```python
-        import equinox as eqx
-        import jax
-        import treewalk as tw
-
-        mlp = eqx.nn.MLP(2, 2, 4, 2, key=jax.random.key(0))
-        assert len(tw.select(mlp, tw.of_type(eqx.nn.Linear))) == 3
-        ```
-    """
-
-    __slots__ = ("types", "_cache")
-
-    def __init__(self, *types: type) -> None:
-        if not types:
-            raise SelectorError(
-                "tw.of_type() needs at least one type, e.g. of_type(eqx.nn.Linear)."
-            )
-        bad = [t for t in types if not isinstance(t, type)]
-        if bad:
-            raise SelectorError(
-                f"tw.of_type takes classes; got {bad[0]!r:.60}. For a test on the node use "
-                f"tw.predicate(lambda path, node: ...)."
-            )
-        self._init(types=tuple(types), _cache={})
-
-    def _is(self, x: Any) -> bool:
-        # By type, cached: isinstance on Equinox modules is slow (their __getattribute__).
-        t = type(x)
-        hit = self._cache.get(t)
-        if hit is None:
-            hit = self._cache[t] = isinstance(x, self.types)
-        return hit
-
-    def match(self, n: Node) -> bool:
-        return self._is(n.node) or (n.outer is not None and self._is(n.outer))
-
-    def _key(self) -> tuple[Any, ...]:
-        return self.types
-
-    def __repr__(self) -> str:
-        return f"of_type({', '.join(t.__qualname__ for t in self.types)})"
-
-
-class predicate(Selector):
-    """Select nodes for which `fn(path, node)` is true.
-
-    !!! Example
-
-        ```python
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        tree = {"small": jnp.ones(2), "big": jnp.ones((64, 64))}
-        big = tw.predicate(lambda p, x: getattr(x, "size", 0) > 1000)
-        assert [tw.path_str(p) for p in tw.paths(tree, big)] == ["big"]
-        ```
-    """
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[Path, Any], Any]) -> None:
-        if not callable(fn):
-            raise SelectorError(
-                f"tw.predicate takes a callable (path, node) -> bool; got {fn!r:.60}."
-            )
-        self._init(fn=fn)
-
-    def match(self, n: Node) -> bool:
-        return bool(_call(f"predicate {self!r}", self.fn, n.path, n.path, n.node))
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.fn,)
-
-    def __repr__(self) -> str:
-        return f"predicate({getattr(self.fn, '__qualname__', repr(self.fn))})"
 
 
 class inside(Selector):
@@ -496,69 +195,3 @@ class _Everything(Selector):
 everything: Selector = _Everything()
 
 
-# ------------------------------------------------------------------------------- algebra
-
-
-def _flatten(cls: type, parts: Iterable[Selector]) -> tuple[Selector, ...]:
-    out: list[Selector] = []
-    for p in parts:
-        out.extend(p.parts if isinstance(p, cls) else (p,))  # type: ignore[attr-defined]
-    return tuple(out)
-
-
-class And(Selector):
-    """Nodes every part selects (`a & b`)."""
-
-    __slots__ = ("parts",)
-
-    def __init__(self, *parts: Selector) -> None:
-        self._init(parts=_flatten(And, parts))
-
-    def match(self, n: Node) -> bool:
-        return all(p.match(n) for p in self.parts)
-
-    def _key(self) -> tuple[Any, ...]:
-        return self.parts
-
-    def __repr__(self) -> str:
-        return " & ".join(f"({p!r})" if isinstance(p, Or) else repr(p) for p in self.parts)
-
-
-class Or(Selector):
-    """Nodes any part selects (`a | b`)."""
-
-    __slots__ = ("parts",)
-
-    def __init__(self, *parts: Selector) -> None:
-        self._init(parts=_flatten(Or, parts))
-
-    def match(self, n: Node) -> bool:
-        return any(p.match(n) for p in self.parts)
-
-    def _key(self) -> tuple[Any, ...]:
-        return self.parts
-
-    def __repr__(self) -> str:
-        return " | ".join(map(repr, self.parts))
-
-
-class Not(Selector):
-    """Nodes the selector does not select (`~a`)."""
-
-    __slots__ = ("selector",)
-
-    def __init__(self, selector: Selector) -> None:
-        self._init(selector=selector)
-
-    def match(self, n: Node) -> bool:
-        return not self.selector.match(n)
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.selector,)
-
-    def __repr__(self) -> str:
-        s = self.selector
-        return f"~({s!r})" if isinstance(s, And | Or) else f"~{s!r}"
-
-    def __invert__(self) -> Selector:
-        return self.selector

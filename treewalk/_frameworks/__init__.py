@@ -53,6 +53,11 @@ def _leaf_boxes() -> tuple[type, ...]:
 HIDDEN_CHILDREN = frozenset({"_pytree__state"})
 
 
+def is_hidden(entry: Any) -> bool:
+    """Is the child at key entry `entry` of a mutable node bookkeeping (`HIDDEN_CHILDREN`)?"""
+    return getattr(entry, "name", None) in HIDDEN_CHILDREN
+
+
 def _mutable_nodes() -> tuple[type, ...]:
     return _attr("flax.nnx.pytreelib", "Pytree") + _attr("flax.nnx.variablelib", "Variable")
 

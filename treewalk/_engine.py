@@ -1,0 +1,351 @@
+"""The one traversal under every treewalk call.
+
+A pass over a tree is one C++ `tree_flatten_with_path` whose `is_leaf` (called on every
+node in pre-order, with its key path) is `Pass._at` below. There, and only there, the
+rules are applied:
+
+- **Boxes** (NNX `Variable`, linen `Partitioned`, penzai `Parameter`; see `_frameworks`)
+  are opened: the value inside is visited at the box's path plus a `BoxKey`, and the box
+  is rebuilt around the result with its metadata. In `boxes="visit"` mode (the walks)
+  the box is visited as a node first.
+- **Shared mutable objects** (NNX modules and variables, penzai parameters) are visited
+  once: met again, they are not visited again and come out as the same object as the
+  first time (ties kept). Every mutable object in the result is a new one.
+- **Hidden children** (NNX's `_pytree__state`) and **excluded** subtrees are kept as
+  they are and shown to nobody.
+- **`None`**, empty containers and static nodes are internal nodes without children, as
+  JAX has them: visible, never leaves, kept in place.
+- `is_leaf` nodes are leaves.
+
+Every node that is not descended into becomes one leaf of the flatten and one entry of
+`Flat.values`, in order, so one `treedef.unflatten` puts results back. The callers decide,
+through `visit(n) -> action`, which nodes are hits and whether the pass goes into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.core import Tracer
+
+from ._errors import ArgumentError, call_user
+from ._frameworks import is_hidden, registry, unbox
+from ._node import Node
+from ._path import BoxKey, Path
+
+# ---------------------------------------------------------------------- node kinds, per type
+
+LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE, ARRAY = 1, 2, 4, 8, 16
+BOX = PYTREE_BOX | LEAF_BOX
+SHARED = LEAF_BOX | MUTABLE  # objects whose identity matters (ties)
+_SPECIAL = BOX | MUTABLE
+
+#: Array leaves: jax/numpy arrays, tracers and `ShapeDtypeStruct`s.
+ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+
+
+class TypeKinds(dict[type, int]):
+    """`kinds[type(x)]`: the flags above, learnt from the first `x` of each type
+    (`kinds.get(type(x))` or `kinds.learn(x)`). Per type, because `isinstance` on an
+    Equinox module goes through its `__getattribute__`, which is slow."""
+
+    generation = -1
+
+    def learn(self, x: Any) -> int:
+        t = type(x)
+        reg = registry
+        f = 0
+        if issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer):
+            f |= ARRAY | LEAF
+        elif x is not None and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
+            f |= LEAF
+        if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
+            f = (f & ~LEAF) | PYTREE_BOX
+        if reg.leaf_boxes and issubclass(t, reg.leaf_boxes):
+            f |= LEAF_BOX
+        if reg.mutable and issubclass(t, reg.mutable):
+            f |= MUTABLE
+        self[t] = f
+        return f
+
+
+_kinds = TypeKinds()
+
+
+def type_kinds() -> TypeKinds:
+    """The per-type flags, valid for the framework types known now."""
+    registry.refresh()
+    if _kinds.generation != registry.generation:
+        _kinds.clear()
+        _kinds.generation = registry.generation
+    return _kinds
+
+
+def flags_of(x: Any) -> int:
+    """The flags of `x`'s type (learnt now if `x` is the first of its type)."""
+    f = _kinds.get(type(x))
+    return _kinds.learn(x) if f is None else f
+
+
+def is_array(x: Any) -> bool:
+    """Is `x` an array leaf (jax/numpy array, tracer, `ShapeDtypeStruct`)?"""
+    f = _kinds.get(type(x))
+    return bool((_kinds.learn(x) if f is None else f) & ARRAY)
+
+
+def tie_id(x: Any, f: int) -> int | None:
+    """`id(x)` if `x` is an object whose identity is a tie: an array (not a
+    `ShapeDtypeStruct`, which may describe many leaves) or a shared mutable object."""
+    if f & SHARED or (f & ARRAY and type(x) is not jax.ShapeDtypeStruct):
+        return id(x)
+    return None
+
+
+# ---------------------------------------------------------------------- what `visit` returns
+
+GO = 0  #: not a hit: go into the node (a leaf stays as it is)
+KEEP = 1  #: not a hit: keep the node as it is, do not go into it
+HIT = 2  #: a hit: do not go into it (its value is decided later, or by `leaf`)
+HIT_GO = 3  #: a hit, and go into it too (every match, not only the outermost)
+
+
+class Ref:
+    """A value decided after the pass: `Flat.finish(results)` puts `results[i]` here."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+class Flat:
+    """One flatten of the pass: its treedef and one value per leaf. A value may be a
+    `Ref` (a hit's result, known later), another `Flat` (a mutable node's own flatten)
+    or a `Boxed` (a box around a value); `pending` lists where those are."""
+
+    __slots__ = ("treedef", "values", "pending", "out")
+
+    def __init__(self) -> None:
+        self.treedef: Any = None
+        self.values: list[Any] = []
+        self.pending: list[int] = []
+        self.out: Any = _UNSET
+
+    def finish(self, results: list[Any] | None = None) -> Any:
+        """The rebuilt node (computed once: a tied mutable object is one object)."""
+        if self.out is _UNSET:
+            values = self.values
+            for j in self.pending:
+                values[j] = resolve(values[j], results)
+            self.out = self.treedef.unflatten(values)
+        return self.out
+
+
+class Boxed:
+    """A box to rebuild around the resolved value inside it."""
+
+    __slots__ = ("rebox", "inner", "out")
+
+    def __init__(self, rebox: Callable[[Any], Any], inner: Any) -> None:
+        self.rebox, self.inner, self.out = rebox, inner, _UNSET
+
+    def finish(self, results: list[Any] | None = None) -> Any:
+        if self.out is _UNSET:
+            self.out = self.rebox(resolve(self.inner, results))
+        return self.out
+
+
+_UNSET: Any = object()
+_LATE = (Ref, Flat, Boxed)
+
+
+def resolve(v: Any, results: list[Any] | None) -> Any:
+    t = type(v)
+    if t is Ref:
+        assert results is not None
+        return results[v.i]
+    if t is Flat or t is Boxed:
+        return v.finish(results)
+    return v
+
+
+# ---------------------------------------------------------------------- the pass
+
+
+class Pass:
+    """One traversal of one tree.
+
+    - `visit(n) -> action` is called on every visible node, in pre-order (the root
+      first). It may set `n.node` to another value: the pass then goes into that value
+      instead (this is how `prewalk` descends into what `fn` returned).
+    - `leaf(n) -> value` gives the output of a visible leaf that is not a hit (default:
+      the leaf itself). Masks use it.
+    - `boxes="open"`: a box is not a node, its value is (queries, `replace`);
+      `"visit"`: the box is visited too, then its value (the walks).
+    - `rebuild`: build the values at all (a query only needs the hits).
+    - `done`: the outputs of the shared mutable objects met so far; pass another pass's
+      to copy a subtree consistently with it.
+
+    `run(tree)` returns the top `Flat`; `hits` holds the hit `Node`s in pre-order, and
+    `flat.finish(results)` rebuilds the tree with `results[i]` at `hits[i]`.
+    """
+
+    def __init__(
+        self,
+        visit: Callable[[Node], int] | None = None,
+        *,
+        leaf: Callable[[Node], Any] | None = None,
+        is_leaf: Callable[[Any], bool] | None = None,
+        exclude: Callable[[Path, Any], bool] | None = None,
+        boxes: str = "open",
+        rebuild: bool = True,
+        done: dict[int, Any] | None = None,
+    ) -> None:
+        check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
+        check_callable("exclude", exclude, optional=True, hint="lambda path, node: ...")
+        self.visit, self.leaf = visit, leaf
+        self.is_leaf, self.exclude = is_leaf, exclude
+        self.visit_boxes = boxes == "visit"
+        self.rebuild = rebuild
+        self.kinds = type_kinds()
+        self.pytree_boxes = registry.pytree_boxes
+        self.hits: list[Node] = []
+        self.done: dict[int, Any] = {} if done is None else done
+
+    def flags(self, x: Any) -> int:
+        return flags_of(x)
+
+    def run(self, tree: Any) -> Flat:
+        return self.walk((), tree, None, None, False)
+
+    def walk(self, prefix: Path, x: Any, parent: Node | None, outer: Any, inner: bool) -> Flat:
+        """One flatten of `x` (the tree, a mutable node's children, a box's value) at path
+        `prefix`. `inner`: `x` itself was visited already, only what is below it is.
+        `outer`: the box `x` was taken out of."""
+        flat = Flat()
+        values, pending = flat.values, flat.pending
+        kinds, visit, leaf = self.kinds, self.visit, self.leaf
+        is_leaf, exclude = self.is_leaf, self.exclude
+        rebuild, hits, done = self.rebuild, self.hits, self.done
+        late = self._late
+        # parents[d]: the Node of the latest visible node at depth d - 1 of this flatten.
+        parents: list[Node | None] = [None, parent] if inner else [parent]
+        root = x
+
+        def at(p: Path, y: Any) -> bool:
+            d = len(p)
+            if not d:
+                if inner and y is root:
+                    return False  # visited by the caller: only its children are
+            elif inner and d == 1 and is_hidden(p[0]):
+                values.append(y)  # NNX bookkeeping: kept, shown to nobody
+                return True
+            path = (*prefix, *p) if prefix else p
+            if exclude is not None and call_user("exclude", exclude, path, path, y):
+                values.append(y)
+                return True
+            f = kinds.get(type(y))
+            if f is None:
+                f = kinds.learn(y)
+            if f & SHARED and id(y) in done:  # met before: the same output, not revisited
+                late(values, pending, done[id(y)] if rebuild else None)
+                return True
+            if f & BOX:
+                return self._box(path, y, f, parents[d], values, pending, True)
+            n = Node(path, y, None if d else outer, parents[d])
+            action = GO if visit is None else visit(n)
+            if n.node is not y:  # `visit` put another node here (prewalk)
+                return self._into(n, self.flags(n.node), values, pending, action)
+            if action >= HIT:
+                hits.append(n)
+                if action == HIT:
+                    ref = Ref(len(hits) - 1) if rebuild else None
+                    if f & SHARED:
+                        done[id(y)] = ref
+                    late(values, pending, ref)
+                    return True
+            elif action == KEEP:
+                values.append(y)
+                return True
+            if f & LEAF or (is_leaf is not None and call_user("is_leaf", is_leaf, path, y)):
+                values.append(y if leaf is None else leaf(n))
+                return True
+            if f & MUTABLE:
+                sub = done[id(y)] = self.walk(path, y, n, None, True)
+                late(values, pending, sub)
+                return True
+            if len(parents) == d + 1:
+                parents.append(n)
+            else:
+                parents[d + 1] = n
+            return False
+
+        leaves, flat.treedef = jax.tree_util.tree_flatten_with_path(
+            x, is_leaf=at, is_leaf_takes_path=True
+        )
+        if len(leaves) != len(values):  # pragma: no cover - a broken invariant, not input
+            raise AssertionError("treewalk: the flatten and the pass met different nodes")
+        return flat
+
+    @staticmethod
+    def _late(values: list[Any], pending: list[int], v: Any) -> None:
+        if type(v) in _LATE:
+            pending.append(len(values))
+        values.append(v)
+
+    def _box(
+        self,
+        path: Path,
+        box: Any,
+        f: int,
+        parent: Node | None,
+        values: list[Any],
+        pending: list[int],
+        visit_it: bool,
+    ) -> bool:
+        if visit_it and self.visit_boxes and self.visit is not None:
+            n = Node(path, box, None, parent)
+            action = self.visit(n)
+            if n.node is not box:
+                return self._into(n, self.flags(n.node), values, pending, action)
+            if action >= HIT:
+                self.hits.append(n)
+            if action == HIT:
+                self._late(values, pending, Ref(len(self.hits) - 1) if self.rebuild else None)
+                return True
+            if action == KEEP:
+                values.append(box)
+                return True
+            parent = n
+        name, inner, rebox = unbox(box, () if f & LEAF_BOX else self.pytree_boxes)
+        out = Boxed(rebox, self.walk((*path, BoxKey(name)), inner, parent, box, False))
+        if f & SHARED:
+            self.done[id(box)] = out
+        self._late(values, pending, out)
+        return True
+
+    def _into(self, n: Node, f: int, values: list[Any], pending: list[int], action: int) -> bool:
+        """`visit` put `n.node` in place of the node: go into it (its root is not visited
+        again), unless `visit` said `KEEP` or it is a leaf."""
+        new = n.node
+        if action == KEEP or (f & LEAF and not f & BOX):
+            values.append(new)
+        elif f & BOX:
+            self._box(n.path, new, f, n.parent, values, pending, False)
+        else:
+            self._late(values, pending, self.walk(n.path, new, n, None, True))
+        return True
+
+
+def check_callable(name: str, f: Any, *, optional: bool = False, hint: str) -> None:
+    """An `ArgumentError` unless `f` is callable (or `None`, when `optional`)."""
+    if f is None and optional:
+        return
+    if not callable(f):
+        raise ArgumentError(
+            f"`{name}` must be callable, got {type(f).__name__}: {f!r:.60}. "
+            f"Pass a function, e.g. `{name}={hint}`."
+        )

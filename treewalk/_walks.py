@@ -1,0 +1,215 @@
+"""The two public walks, `prewalk` and `postwalk`: the engine's pass with `fn` at every
+node (boxes included), and the same rules as every other call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from ._engine import (
+    BOX,
+    GO,
+    KEEP,
+    LEAF,
+    LEAF_BOX,
+    SHARED,
+    Pass,
+    check_callable,
+    flags_of,
+    tie_id,
+)
+from ._errors import call_user
+from ._frameworks import registry, unbox
+from ._node import Node
+from ._path import Path
+
+WalkFn = Callable[[Path, Any], Any]
+
+
+def private_copy(tree: Any, is_leaf: Any = None, exclude: Any = None) -> Any:
+    """`tree` with every mutable object (NNX module or variable, penzai parameter) copied,
+    ties kept: what a walk hands `fn`, so that an in-place edit never reaches the input.
+    Trees without such objects are returned as they are (nothing in them can be edited
+    in place)."""
+    if not registry.refresh().mutable and not registry.leaf_boxes:
+        return tree
+    p = Pass(is_leaf=is_leaf, exclude=exclude)
+    flat = p.run(tree)
+    return flat.finish() if p.done else tree
+
+
+def prewalk(
+    fn: WalkFn,
+    tree: Any,
+    *,
+    is_leaf: Callable[[Any], bool] | None = None,
+    exclude: Callable[[Path, Any], bool] | None = None,
+) -> Any:
+    """Rebuild `tree` top-down: `fn(path, node)` on every node, then descend into its result.
+
+    Every node is visited, internal nodes and leaves alike, the root (path `()`) first;
+    `None` children and empty containers are nodes too, and keep their place. A box (NNX
+    `Variable`, linen `Partitioned`) is a node, and so is the value inside it, at the
+    box's path plus a `tw.BoxKey` entry (which `path_str` leaves out). NNX's bookkeeping
+    (`_pytree__state`) is not shown.
+
+    **Arguments:**
+
+    - `fn`: `fn(path, node) -> node`. Whatever it returns is descended into (`fn` is not
+      called again on the returned node itself).
+    - `tree`: any pytree.
+    - `is_leaf`: as in JAX: `is_leaf(node)` true stops flattening there and `fn` sees the
+      node as a leaf.
+    - `exclude`: `exclude(path, node)` true returns that subtree untouched (the same object);
+      `fn` is called neither on it nor on anything inside it.
+
+    **Returns:**
+
+    The rebuilt tree. Its containers are new objects; leaves `fn` returned as they were
+    are the input's own. The same array or mutable object reached by several paths is
+    given to `fn` once (at its first path) and comes out as one object. `fn` never gets
+    an object of the input that an in-place edit could change: mutable objects (NNX
+    modules and variables) are copied first.
+
+    **Raises:**
+
+    `tw.CallbackError` naming the path if `fn`, `is_leaf` or `exclude` raises; the input is
+    left as it was. `tw.ArgumentError` if `fn` is not callable.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        seen = []
+        tw.prewalk(lambda p, x: seen.append(tw.path_str(p)) or x, {"a": [1, 2]})
+        assert seen == ["", "a", "a/0", "a/1"]
+        ```
+    """
+    check_callable("fn", fn, hint="lambda path, node: node")
+    ties: dict[int, Any] = {}
+
+    def visit(n: Node) -> int:
+        x = n.node
+        tie = tie_id(x, flags_of(x))
+        if tie is not None and tie in ties:
+            n.node = ties[tie]
+            return KEEP
+        new = call_user("fn", fn, n.path, n.path, x)
+        if tie is not None:
+            ties[tie] = new
+        n.node = new
+        return GO
+
+    tree = private_copy(tree, is_leaf, exclude)
+    return Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit").run(tree).finish()
+
+
+def postwalk(
+    fn: WalkFn,
+    tree: Any,
+    *,
+    is_leaf: Callable[[Any], bool] | None = None,
+    exclude: Callable[[Path, Any], bool] | None = None,
+) -> Any:
+    """Rebuild `tree` bottom-up: children first, then `fn(path, node)` on the rebuilt node.
+
+    Arguments, return value, ties and errors are as for [`tw.prewalk`][treewalk.prewalk];
+    the only difference is the order: a node's `fn` runs after its children's, and sees
+    the node rebuilt from their results. The root is visited last. The walk keeps no
+    Python stack per level: trees as deep as JAX can flatten work.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        # Count leaves bottom-up: every container becomes the sum of its children.
+        count = tw.postwalk(
+            lambda p, x: sum(x) if isinstance(x, list) else 1, [[0, 0], [0]]
+        )
+        assert count == 3
+        ```
+    """
+    check_callable("fn", fn, hint="lambda path, node: node")
+    order: list[Node] = []
+
+    def visit(n: Node) -> int:
+        order.append(n)
+        return GO
+
+    # The pass finds the visible nodes in pre-order (same rules as every call); the fold
+    # below rebuilds them children first, with an explicit stack.
+    Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit", rebuild=False).run(tree)
+    return _fold(order, fn, is_leaf)
+
+
+def _fold(order: list[Node], fn: WalkFn, is_leaf: Any) -> Any:
+    pytree_boxes = registry.pytree_boxes
+    done: dict[int, Any] = {}  # tie id -> fn's result
+    # Each open frame: [node, {entry: output of that child}].
+    stack: list[tuple[Node, dict[Any, Any]]] = []
+    result: list[Any] = []
+
+    def deliver(n: Node, out: Any) -> None:
+        if stack:
+            stack[-1][1][n.path[-1]] = out
+        else:
+            result.append(out)
+
+    def close(n: Node, kids: dict[Any, Any]) -> None:
+        x = n.node
+        f = flags_of(x)
+        if f & BOX:
+            _, inner, rebox = unbox(x, () if f & LEAF_BOX else pytree_boxes)
+            rebuilt = rebox(next(iter(kids.values()), inner))
+        else:
+            rebuilt = _rebuild(x, kids, done)
+        out = call_user("fn", fn, n.path, n.path, rebuilt)
+        tie = tie_id(x, f)
+        if tie is not None:
+            done[tie] = out
+        deliver(n, out)
+
+    for n in order:
+        depth = len(n.path)
+        while stack and len(stack[-1][0].path) >= depth:
+            close(*stack.pop())
+        x = n.node
+        f = flags_of(x)
+        tie = tie_id(x, f)
+        if tie is not None and tie in done:
+            deliver(n, done[tie])
+        elif _is_leaf(x, f, is_leaf):
+            out = call_user("fn", fn, n.path, n.path, x)
+            if tie is not None:
+                done[tie] = out
+            deliver(n, out)
+        else:
+            stack.append((n, {}))
+    while stack:
+        close(*stack.pop())
+    return result[0]
+
+
+def _is_leaf(x: Any, f: int, is_leaf: Any) -> bool:
+    if f & BOX:
+        return False
+    return bool(f & LEAF) or (is_leaf is not None and bool(is_leaf(x)))
+
+
+def _rebuild(x: Any, kids: dict[Any, Any], done: dict[int, Any]) -> Any:
+    """`x` rebuilt with the outputs of its children; a child with none (hidden, excluded,
+    a tie already rebuilt) keeps its own value or the tie's output."""
+    entries, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    values = []
+    for path, child in entries:
+        if path[0] in kids:
+            values.append(kids[path[0]])
+        else:
+            f = flags_of(child)
+            tie = id(child) if f & SHARED else None
+            values.append(done.get(tie, child) if tie is not None else child)
+    return treedef.unflatten(values)
