@@ -4,9 +4,9 @@ Every initialiser here is a `fn` for [`tw.replace`][treewalk.replace]. Fan-based
 read a weight's fans in its layer's layout and give a bias its layer's fan-in.
 """
 
-from ._empirical import LayerStats as LayerStats
 from ._empirical import empirical as empirical
-from ._empirical import layer_stats as layer_stats
+from ._empirical_stats import LayerStats as LayerStats
+from ._empirical_stats import layer_stats as layer_stats
 from ._helpers import ones as ones
 from ._helpers import zeros as zeros
 from ._init import Initializer as Initializer

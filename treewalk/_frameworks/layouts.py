@@ -1,9 +1,11 @@
-"""Framework knowledge about layers: weight layouts (for `tw.init`'s fans) and the
-partitioning metadata boxes carry (for `tw.materialize`)."""
+"""Framework knowledge about layers: weight layouts (for `tw.init`'s fans), the
+partitioning metadata boxes carry (for `tw.materialize`), and wrapper layers of a layer's
+own framework (for `tw.init.empirical`)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import _attr
@@ -69,3 +71,53 @@ def box_partitioning(box: Any) -> tuple[Any, Any] | None:
     if isinstance(box, _attr("flax.core.meta", "Partitioned")):
         return PartitionSpec(*box.names), box.mesh
     return None
+
+
+# ----------------------------------------------------------------------------------------
+# Wrapper layers, for `treewalk.init.empirical`: a module of the layer's own framework
+# (Equinox or Flax NNX) around one layer, so the wrapped model is still a model.
+
+#: `call(value, layer, args, kwargs)`: what a wrapper's `__call__(*args, **kwargs)` does.
+WrapperCall = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]
+
+_WRAPPERS: dict[tuple[type, str], type] = {}
+
+
+def module_base(layer: Any) -> type | None:
+    """The module base class of `layer`'s framework (`eqx.Module`, `nnx.Module`), or `None`
+    when `layer` is not a module of an imported framework."""
+    for base in _attr("equinox", "Module") + _attr("flax.nnx", "Module"):
+        if isinstance(layer, base):
+            return base
+    return None
+
+
+def wrapper_class(layer: Any, name: str, field: str, call: WrapperCall, doc: str) -> type | None:
+    """A module class of `layer`'s framework with two attributes, the child `layer` and the
+    static `field`, built as `cls(layer, value)`, whose `__call__(*args, **kwargs)` is
+    `call(self.<field>, self.layer, args, kwargs)`. `None` when `layer` is not an Equinox
+    or NNX module. One class per framework and `name` (the first `call` given is kept)."""
+    base = module_base(layer)
+    if base is None:
+        return None
+    cls = _WRAPPERS.get((base, name))
+    if cls is not None:
+        return cls
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return call(getattr(self, field), self.layer, args, kwargs)
+
+    ns: dict[str, Any] = {"__call__": __call__, "__doc__": doc, "__module__": "treewalk.init"}
+    if base in _attr("equinox", "Module"):
+        # Equinox: dataclass fields; the value is static (not a leaf the optimiser sees).
+        ns["__annotations__"] = {"layer": Any, field: Any}
+        ns[field] = sys.modules["equinox"].field(static=True)
+    else:
+        # NNX: plain attributes; a Python number is static there already.
+        def __init__(self: Any, layer: Any, value: Any) -> None:
+            self.layer = layer
+            setattr(self, field, value)
+
+        ns["__init__"] = __init__
+    cls = _WRAPPERS[(base, name)] = type(name, (base,), ns)
+    return cls
