@@ -13,6 +13,7 @@ from ._errors import ArgumentError as ArgumentError
 from ._errors import CallbackError as CallbackError
 from ._errors import InitError as InitError
 from ._errors import LabelError as LabelError
+from ._errors import LoadError as LoadError
 from ._errors import NoMatchError as NoMatchError
 from ._errors import PatternError as PatternError
 from ._errors import PRNGKeyError as PRNGKeyError
@@ -20,11 +21,15 @@ from ._errors import ReplacementError as ReplacementError
 from ._errors import SelectorError as SelectorError
 from ._errors import StructureError as StructureError
 from ._errors import TreewalkError as TreewalkError
+from ._export import export as export
 from ._helpers import constant as constant
 from ._helpers import initializer as initializer
 from ._helpers import ones as ones
 from ._helpers import zeros as zeros
 from ._keys import key_for_path as key_for_path
+from ._load import load as load
+from ._load import load_plan as load_plan
+from ._load_plan import LoadPlan as LoadPlan
 from ._materialize import materialize as materialize
 from ._nnx import nnx_filter as nnx_filter
 from ._path import BoxKey as BoxKey

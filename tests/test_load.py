@@ -1,0 +1,278 @@
+"""`tw.load` against real PyTorch numbers: the state_dicts, inputs and outputs in
+tests/fixtures were made by real PyTorch (tests/fixtures/make_torch_fixtures.py); the
+nets are re-implemented in Equinox, Flax NNX, linen and Haiku in tests/load_models.py."""
+
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from load_models import (
+    ENCODER_RENAME,
+    FIXTURES,
+    EqxConvNet,
+    EqxEncoder,
+    LinenConvNet,
+    NnxConvNet,
+    NnxEncoder,
+    close,
+    convnets,
+    haiku_convnet,
+    io,
+    leaves_equal,
+)
+from safetensors.numpy import load_file, save_file
+
+import treewalk as tw
+
+CONVNET = FIXTURES / "torch_convnet.safetensors"
+ENCODER = FIXTURES / "torch_encoder.safetensors"
+MLP = FIXTURES / "torch_mlp.npz"
+FRAMEWORKS = ["equinox", "nnx", "linen", "haiku"]
+
+
+def copy(tree):
+    return jax.tree_util.tree_map(lambda x: np.array(x), tree)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_torch_convnet_loads_with_no_rules_and_gives_pytorchs_outputs(framework):
+    x, y = io("convnet")
+    model, apply = convnets(x)[framework]
+    before = copy(nnx.state(model) if framework == "nnx" else model)
+    loaded = tw.load(model, CONVNET, layout="torch")
+    close(apply(loaded, x), y)
+    # The input is untouched.
+    leaves_equal(nnx.state(model) if framework == "nnx" else model, before)
+
+
+def test_a_flat_mapping_and_a_file_load_the_same():
+    x, y = io("convnet")
+    model = EqxConvNet(jax.random.key(0))
+    from_dict = tw.load(model, load_file(CONVNET), layout="torch")
+    from_file = tw.load(model, str(CONVNET), layout="torch")
+    leaves_equal(from_dict, from_file)
+    close(from_dict(x), y)
+
+
+def test_sequential_mlp_into_eqx_mlp_with_a_rename_rule():
+    x, y = io("mlp")
+    mlp = eqx.nn.MLP(4, 3, 8, 2, key=jax.random.key(0))
+    rules = [(r"^0/", "layers/0/"), (r"^2/", "layers/1/"), (r"^4/", "layers/2/")]
+    loaded = tw.load(mlp, MLP, layout="torch", rename=rules)
+    close(jax.vmap(loaded)(x), y)
+
+    def rename(key):  # "2/weight" -> "layers/1/weight"
+        index, name = key.split("/")
+        return f"layers/{int(index) // 2}/{name}"
+
+    leaves_equal(tw.load(mlp, MLP, layout="torch", rename=rename), loaded)
+
+
+@pytest.mark.parametrize("make", [EqxEncoder, NnxEncoder], ids=["equinox", "nnx"])
+def test_hub_named_transformer_into_a_reimplementation(make):
+    x, y = io("encoder")
+    model = make(nnx.Rngs(0) if make is NnxEncoder else jax.random.key(0))
+    loaded = tw.load(model, ENCODER, layout="torch", rename=ENCODER_RENAME)
+    close(loaded(jnp.asarray(x)), y)
+
+
+def test_square_weights_load_the_right_way_round():
+    w = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)  # PyTorch (out, in)
+    sd = {"weight": w, "bias": np.zeros(2, np.float32)}
+    eqx_lin = tw.load(eqx.nn.Linear(2, 2, key=jax.random.key(0)), sd, layout="torch")
+    np.testing.assert_array_equal(eqx_lin.weight, w)
+    nnx_lin = tw.load(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), sd, layout="torch")
+    np.testing.assert_array_equal(nnx_lin.kernel[...], w.T)
+    linen = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}
+    np.testing.assert_array_equal(tw.load(linen, sd, layout="torch")["kernel"], w.T)
+    haiku = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+    np.testing.assert_array_equal(tw.load(haiku, sd, layout="torch")["w"], w.T)
+    # And each gives PyTorch's `x @ w.T` on an input.
+    xs = np.array([1.0, 10.0], np.float32)
+    close(eqx_lin(xs), w @ xs)
+    close(nnx_lin(xs), w @ xs)
+
+
+def convnet_state_dict():
+    return load_file(CONVNET)
+
+
+def test_every_problem_is_reported_at_once_and_nothing_changes():
+    model = EqxConvNet(jax.random.key(0))
+    before = copy(model)
+    sd = convnet_state_dict()
+    del sd["fc2.bias"]  # missing
+    sd["head.weight"] = np.zeros((3, 16), np.float32)  # unexpected
+    sd["fc1.weight"] = np.zeros((16, 65), np.float32)  # wrong shape
+    with pytest.raises(tw.LoadError) as info:
+        tw.load(model, sd, layout="torch")
+    err = info.value
+    assert isinstance(err, tw.TreewalkError) and isinstance(err, ValueError)
+    msg = str(err)
+    assert "'fc2/bias'" in msg and "'head.weight'" in msg
+    assert "'fc1/weight' <- 'fc1.weight'" in msg and "(16, 65)" in msg and "(16, 64)" in msg
+    assert "rename=" in msg and "strict=False" in msg
+    assert len(msg) < 2000
+    assert sorted(s.status for s in err.plan.problems()) == ["mismatch", "missing", "unused"]
+    leaves_equal(model, before)
+
+
+def test_strict_false_loads_what_matches_and_keeps_the_rest():
+    x, y = io("convnet")
+    model = NnxConvNet(nnx.Rngs(0))
+    sd = convnet_state_dict()
+    del sd["fc2.bias"], sd["fc2.weight"]
+    sd["extra.weight"] = np.zeros(3, np.float32)
+    loaded = tw.load(model, sd, layout="torch", strict=False)
+    np.testing.assert_array_equal(loaded.fc2.kernel[...], model.fc2.kernel[...])
+    np.testing.assert_array_equal(loaded.fc1.kernel[...], sd["fc1.weight"].T)
+    # With fc2 taken from the fixture too, the outputs are PyTorch's.
+    full = convnet_state_dict()
+    rest = {"fc2.weight": full["fc2.weight"], "fc2.bias": full["fc2.bias"]}
+    close(tw.load(loaded, rest, layout="torch", strict=False)(x), y)
+
+
+def test_strict_false_still_refuses_shape_mismatches():
+    sd = {"weight": np.zeros((3, 3), np.float32)}
+    with pytest.raises(tw.LoadError, match=r"'weight' <- 'weight'.*\(3, 3\)"):
+        tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), sd, strict=False)
+
+
+def test_dtypes_cast_to_the_destination_and_float_to_int_is_refused():
+    tree = {"w": jnp.zeros(3, jnp.bfloat16), "step": jnp.zeros((), jnp.int32)}
+    out = tw.load(tree, {"w": np.arange(3.0), "step": np.array(7, np.int64)})
+    assert out["w"].dtype == jnp.bfloat16 and out["step"].dtype == jnp.int32
+    np.testing.assert_array_equal(out["w"], [0, 1, 2])
+    assert int(out["step"]) == 7
+    with pytest.raises(tw.LoadError, match="'step' <- 'step': source dtype float32"):
+        tw.load(tree, {"w": np.arange(3.0), "step": np.array(7.0, np.float32)})
+
+
+def test_rename_none_skips_and_torch_counters_are_skipped():
+    sd = {"weight": np.ones((2, 3)), "bias": np.ones(2), "junk": np.ones(4)}
+    sd["bn.num_batches_tracked"] = np.array(3)
+    lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
+    plan = tw.load_plan(lin, sd, layout="torch", rename=lambda k: None if k == "junk" else k)
+    assert [(s.key, s.status) for s in plan.steps] == [
+        ("weight", "load"),
+        ("bias", "load"),
+        ("junk", "skip"),
+        ("bn.num_batches_tracked", "skip"),
+    ]
+    assert plan.problems() == []
+
+
+def test_load_plan_is_a_table_of_what_would_happen():
+    model = NnxConvNet(nnx.Rngs(0))
+    sd = convnet_state_dict()
+    del sd["norm.bias"]
+    plan = tw.load_plan(model, sd, layout="torch")
+    text = str(plan)
+    assert text.splitlines()[0].split() == ["destination", "source", "key", "conversion", "status"]
+    row = next(line for line in text.splitlines() if line.startswith("fc2/kernel"))
+    assert row.split()[1:] == ["fc2.weight", "rename", "weight->kernel,", "transpose(1,", "0)",
+                               "load"]  # fmt: skip
+    assert "conv.weight" in text and "transpose(2, 3, 1, 0)" in text
+    assert next(s for s in plan.steps if s.destination == "norm/bias").status == "missing"
+    assert text.splitlines()[-1] == "torch -> flax: 7 load, 1 missing"
+    assert "<table>" in plan._repr_html_()
+
+
+def test_boxes_and_their_metadata_survive():
+    sd = {"fc.weight": np.ones((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)}
+    dense = nn.Dense(
+        3, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "x")),
+        name="fc",
+    )  # fmt: skip
+    params = {"fc": dense.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]}
+    out = tw.load(params, sd, layout="torch")
+    assert isinstance(out["fc"]["kernel"], nn.Partitioned)
+    assert out["fc"]["kernel"].names == (None, "x")
+    np.testing.assert_array_equal(out["fc"]["kernel"].value, np.ones((4, 3)))
+    model = tw.load(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), {k[3:]: v for k, v in sd.items()},
+                    layout="torch")  # fmt: skip
+    assert type(model.kernel) is nnx.Param
+
+
+def test_abstract_destinations_are_materialised_from_a_file():
+    x, y = io("convnet")
+    abstract = eqx.filter_eval_shape(EqxConvNet, jax.random.key(0))
+    assert isinstance(abstract.fc1.weight, jax.ShapeDtypeStruct)
+    close(tw.load(abstract, CONVNET, layout="torch")(x), y)
+    abstract = nnx.eval_shape(lambda: NnxConvNet(nnx.Rngs(0)))
+    close(tw.load(abstract, CONVNET, layout="torch")(x), y)
+    linen = LinenConvNet()
+    params = jax.eval_shape(linen.init, jax.random.key(0), x)["params"]
+    close(linen.apply({"params": tw.load(params, CONVNET, layout="torch")}, x), y)
+    hk_params = jax.eval_shape(haiku_convnet.init, jax.random.key(0), x)
+    close(haiku_convnet.apply(tw.load(hk_params, CONVNET, layout="torch"), x), y)
+
+
+def test_a_pytree_source_of_another_framework():
+    x, y = io("convnet")
+    nnx_model = tw.load(NnxConvNet(nnx.Rngs(0)), CONVNET, layout="torch")
+    # The source's convention is told by its types: NNX -> Equinox, no layout needed.
+    eqx_model = tw.load(EqxConvNet(jax.random.key(0)), nnx_model)
+    close(eqx_model(x), y)
+    linen_params = tw.load(convnets(x)["linen"][0], eqx_model)
+    hk_params = tw.load(convnets(x)["haiku"][0], linen_params, layout="flax")
+    close(haiku_convnet.apply(hk_params, x), y)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_export_to_torch_gives_the_pytorch_state_dict_back(framework):
+    x, _ = io("convnet")
+    model, _ = convnets(x)[framework]
+    sd = tw.export(tw.load(model, CONVNET, layout="torch"), layout="torch")
+    want = load_file(CONVNET)
+    assert sorted(sd) == sorted(want)
+    for k, v in want.items():
+        assert sd[k].flags.c_contiguous
+        np.testing.assert_array_equal(sd[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("layout", ["torch", "equinox", "flax", "haiku"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_export_then_load_is_the_identity(framework, layout, tmp_path):
+    x, _ = io("convnet")
+    model, _ = convnets(x)[framework]
+    out = tw.export(model, layout=layout)
+    leaves_equal(tw.load(model, out, layout=layout), model)
+    save_file(out, str(tmp_path / "m.safetensors"))
+    leaves_equal(tw.load(model, tmp_path / "m.safetensors", layout=layout), model)
+
+
+def test_export_keys_per_layout():
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    assert sorted(tw.export(model, layout="haiku")) == ["b", "w"]
+    enc = EqxEncoder(jax.random.key(0))
+    keys = tw.export(enc, layout="flax")
+    assert "layers/1/ln2/scale" in keys and keys["layers/1/q/kernel"].shape == (8, 8)
+    np.testing.assert_array_equal(keys["layers/1/up/kernel"], np.asarray(enc.layers[1].up.weight).T)
+    assert "embed/embedding" in keys
+    renamed = tw.export(enc, rename=[(r"^layers/", "blocks/")])
+    assert "blocks.0.q.weight" in renamed and "embed.weight" in renamed
+
+
+def test_npz_source(tmp_path):
+    sd = convnet_state_dict()
+    np.savez(tmp_path / "sd.npz", **sd)
+    x, y = io("convnet")
+    close(tw.load(NnxConvNet(nnx.Rngs(0)), tmp_path / "sd.npz", layout="torch")(x), y)
+
+
+def test_bad_arguments_are_reported():
+    lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
+    with pytest.raises(tw.ArgumentError, match="layout='pytorch' is not a known convention"):
+        tw.load(lin, {}, layout="pytorch")
+    with pytest.raises(tw.ArgumentError, match="no file"):
+        tw.load(lin, "/nonexistent/model.safetensors")
+    with pytest.raises(tw.ArgumentError, match=".safetensors and .npz"):
+        tw.load(lin, __file__)
+    with pytest.raises(tw.PatternError, match="not a valid regex"):
+        tw.load(lin, {"weight": np.ones((2, 3))}, rename=[("(", "")])
+    with pytest.raises(tw.ArgumentError, match="abstract"):
+        tw.export(eqx.filter_eval_shape(eqx.nn.Linear, 3, 2, key=jax.random.key(0)))

@@ -1,0 +1,215 @@
+"""`tw.load`: put weights from a checkpoint (PyTorch, safetensors, another framework's
+params) into a model, with names and layouts converted, everything checked first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, Sharding
+from jax.tree_util import keystr
+from jaxtyping import PyTree
+
+from ._errors import LoadError
+from ._frameworks import box_partitioning
+from ._load_plan import LoadPlan, Rename, Step, plan
+from ._replace import replace
+from ._selectors import arrays
+
+
+def load_plan(
+    tree: PyTree,
+    source: Any,
+    *,
+    layout: str | None = None,
+    rename: Rename = None,
+    into: str | None = None,
+) -> LoadPlan:
+    """The plan [`tw.load`][treewalk.load] would follow, to look at before loading.
+
+    Nothing is read but the source's keys, shapes and dtypes, and nothing is raised for a
+    problem: every row says what would happen. `print` it for a table of destination
+    path, source key, conversion (rename, transpose, reshape, cast) and status: `load`,
+    `skip`, or a problem — `missing` (nothing loads into this destination array), `unused`
+    (no destination for this source key), `mismatch` (shape or dtype), `twice` (two source
+    keys for one array).
+
+    **Arguments:** as for `tw.load`.
+
+    **Returns:**
+
+    A `LoadPlan`; `.problems(strict)` lists the rows that would stop `tw.load`.
+
+    !!! Example
+
+        ```python
+        import equinox as eqx
+        import jax
+        import numpy as np
+        import treewalk as tw
+
+        model = eqx.nn.Linear(3, 2, key=jax.random.key(0))
+        state_dict = {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2)}
+        print(tw.load_plan(model, state_dict, layout="torch"))
+        ```
+
+        prints
+
+        ```text
+        destination  source key  conversion               status
+        weight       weight                               load
+        bias         bias        cast float64->float32    load
+        torch -> equinox: 2 load
+        ```
+    """
+    return plan(tree, source, layout=layout, rename=rename, into=into)
+
+
+def load(
+    tree: PyTree,
+    source: Any,
+    *,
+    layout: str | None = None,
+    rename: Rename = None,
+    strict: bool = True,
+    into: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> PyTree:
+    """A new tree with the arrays of `source` put in at the matching paths.
+
+    **How keys match.** A source key is split into segments on `.` and `/`
+    (`encoder.layers.0.weight` is `encoder/layers/0/weight`), `rename` is applied, and the
+    result is matched against each destination array's `tw.path_str`, in either of two
+    spellings: with the destination's own last name (`fc1/kernel`), or with the name the
+    source's convention gives that role (`fc1/weight` for a PyTorch source into a Flax
+    `Linear`). So a model whose attributes are named like the source's modules loads
+    with no rules.
+
+    **Conversions**, when `layout` differs from the destination's convention, for the
+    layers whose convention is known — Linear/Dense, Conv 1-3D, LayerNorm, GroupNorm,
+    BatchNorm, RMSNorm, Embedding/Embed: the weight name (`weight`, `kernel`, `w`,
+    `scale`, `embedding`, `embeddings`, `offset`, `running_mean`, ...), the weight layout
+    (PyTorch and Equinox `(out, in, *kernel)`, Flax and Haiku `(*kernel, in, out)`),
+    decided by the destination layer's type or, for linen and Haiku param dicts, its
+    names — never guessed from shapes, so a square matrix loads the right way round.
+    Vectors (biases, scales) are reshaped when only singleton axes differ (an Equinox
+    conv bias is `(out, 1, 1)`). Every array is cast to the destination's dtype; float to
+    int is refused. PyTorch's `num_batches_tracked` keys are skipped.
+
+    **Checked first.** The whole plan is made from the source's keys, shapes and dtypes
+    before any data is read: with `strict=True` one `tw.LoadError` lists every destination
+    array nothing loads into, every source key nothing uses, and every shape or dtype
+    mismatch after conversion. `tw.load_plan` shows the plan without loading.
+
+    **Placement.** Boxes stay (an NNX `Param`, a linen `Partitioned`, with their
+    metadata); a sharded destination array gets the new one in its sharding, each device
+    given only its shard (read shard by shard from a file when no transpose is needed);
+    an abstract destination (`jax.ShapeDtypeStruct` leaves from `eqx.filter_eval_shape`,
+    `nnx.eval_shape`, `jax.eval_shape`) is materialised straight from the source. Files
+    are read one tensor at a time.
+
+    **Arguments:**
+
+    - `tree`: the destination model or params. It is never changed.
+    - `source`: a flat mapping `{str: array}` (numpy, JAX, or PyTorch tensors: a
+      `state_dict()`), any pytree (another framework's model or params), or the path of a
+      `.safetensors` (needs `pip install "jax-treewalk[checkpoints]"`) or `.npz` file.
+    - `layout`: the source's convention, `"torch"`, `"equinox"`, `"flax"` (linen and
+      NNX) or `"haiku"`. `None`: a pytree source's own framework, else the destination's
+      (nothing converted but vector reshapes and casts).
+    - `rename`: `(regex, replacement)` pairs applied in order with `re.sub` to the source
+      key written with `/` (`[(r"^0/", "layers/0/")]`), or a callable
+      `key -> destination path, or None to skip the key`.
+    - `strict`: `True` (default): any problem raises. `False`: destination arrays nothing
+      loads into keep their values and unused source keys are ignored; shape and dtype
+      mismatches still raise (skip such keys with `rename`).
+    - `into`: the destination's convention when it cannot be told from the tree (e.g. a
+      plain dict named like linen or Haiku params); detected by default.
+    - `mesh`: for abstract NNX/linen destinations whose boxes name partition axes but no
+      mesh: the mesh to place them on.
+
+    **Returns:**
+
+    The new tree, of the destination's structure.
+
+    **Raises:**
+
+    `tw.LoadError` (with `.plan`), `tw.ArgumentError` (unreadable source, bad `layout`).
+
+    !!! Example
+
+        ```python
+        import flax.nnx as nnx
+        import numpy as np
+        import treewalk as tw
+
+        # A PyTorch `nn.Linear(3, 2)` state_dict: weight (out, in).
+        state_dict = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([1.0, 2.0])}
+        model = tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), state_dict, layout="torch")
+        assert model.kernel.value.shape == (3, 2)  # (in, out)
+        assert (model.kernel.value == state_dict["weight"].T).all()
+        ```
+    """
+    p = plan(tree, source, layout=layout, rename=rename, into=into)
+    bad = p.problems(strict)
+    if bad:
+        err = LoadError(p.error_message(strict))
+        err.plan = p
+        raise err
+    todo = {s.leaf.key: s for s in p.steps if s.status == "load" and s.leaf is not None}
+    if not todo:
+        return tree
+
+    def put(path: Any, node: Any, key: Any) -> Any:
+        step = todo.get(keystr(path))
+        if step is None:
+            return node
+        return _place(p, step, mesh)
+
+    return replace(tree, arrays, put, strict=False)
+
+
+def _place(p: LoadPlan, step: Step, mesh: Any) -> Any:
+    """The array for `step`, read, converted and put where the destination lives."""
+    leaf = step.leaf
+    assert leaf is not None and step.key is not None
+    node = leaf.node
+    if isinstance(node, np.ndarray):  # a numpy leaf stays numpy (and keeps float64)
+        return step.convert(p.source.read(step.key))
+    sharding = _sharding(node, leaf.box, mesh)
+    if sharding is None or len(sharding.device_set) == 1:
+        return jax.device_put(step.convert(p.source.read(step.key)), sharding)
+    src, key = p.source, step.key
+    if step.reshape:
+        whole = step.convert(src.read(key))
+        return jax.make_array_from_callback(node.shape, sharding, lambda i: whole[i])
+    perm = step.perm
+
+    def shard(index: Any) -> np.ndarray:
+        if perm is not None:
+            src_index: list[slice] = [slice(None)] * len(perm)
+            for j, axis in enumerate(perm):
+                src_index[axis] = index[j]
+            index = tuple(src_index)
+        return step.convert(src.read_index(key, index))
+
+    return jax.make_array_from_callback(tuple(node.shape), sharding, shard)
+
+
+def _sharding(node: Any, box: Any, mesh: Any) -> Sharding | None:
+    sharding = getattr(node, "sharding", None)
+    if isinstance(sharding, Sharding):
+        return sharding
+    if box is None:
+        return None
+    part = box_partitioning(box)
+    if part is None:
+        return None
+    spec, box_mesh = part
+    if isinstance(spec, Sharding):
+        return spec
+    m = box_mesh if box_mesh is not None else mesh
+    if m is None or isinstance(m, jax.sharding.AbstractMesh):
+        return None
+    return NamedSharding(m, spec)
