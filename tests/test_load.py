@@ -251,7 +251,9 @@ def test_export_keys_per_layout():
     enc = EqxEncoder(jax.random.key(0))
     keys = tw.export(enc, layout="flax")
     assert "layers/1/ln2/scale" in keys and keys["layers/1/q/kernel"].shape == (8, 8)
-    np.testing.assert_array_equal(keys["layers/1/up/kernel"], np.asarray(enc.layers[1].up.weight).T)
+    np.testing.assert_array_equal(
+        keys["layers/1/up/kernel"], np.asarray(enc.layers[1].up.weight).T
+    )
     assert "embed/embedding" in keys
     renamed = tw.export(enc, rename=[(r"^layers/", "blocks/")])
     assert "blocks.0.q.weight" in renamed and "embed.weight" in renamed

@@ -10,7 +10,7 @@ from jaxtyping import PyTree
 from ._checkpoint import check_layout, convert_weight, model_leaves
 from ._errors import ArgumentError
 from ._frameworks.checkpoint import VECTOR_ROLES
-from ._load_plan import Rename, _contiguous, _renamer
+from ._load_plan import Rename, _renamer
 from ._load_source import normalise
 
 
@@ -44,9 +44,9 @@ def export(
 
     **Returns:**
 
-    A `dict` of C-contiguous numpy arrays: `safetensors.numpy.save_file(out, path)` writes
-    it; for PyTorch, `model.load_state_dict({k: torch.from_numpy(v) for k, v in
-    out.items()})` loads it.
+    A `dict` of C-contiguous, writable numpy arrays (copies, never views of the model):
+    `safetensors.numpy.save_file(out, path)` writes it; for PyTorch,
+    `model.load_state_dict({k: torch.from_numpy(v) for k, v in out.items()})` loads it.
 
     **Raises:**
 
@@ -96,6 +96,6 @@ def export(
         elif leaf.role in VECTOR_ROLES and leaf.framework != layout and array.ndim > 1:
             if sum(d != 1 for d in array.shape) <= 1:
                 array = array.reshape(-1)
-        out[key] = _contiguous(array)
+        out[key] = np.array(array, order="C", copy=True)
         source[key] = leaf.name
     return out

@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, Sharding
+from jax.sharding import AbstractMesh, NamedSharding, Sharding
 from jax.tree_util import keystr
 from jaxtyping import PyTree
 
@@ -126,8 +126,9 @@ def load(
       mismatches still raise (skip such keys with `rename`).
     - `into`: the destination's convention when it cannot be told from the tree (e.g. a
       plain dict named like linen or Haiku params); detected by default.
-    - `mesh`: for abstract NNX/linen destinations whose boxes name partition axes but no
-      mesh: the mesh to place them on.
+    - `mesh`: for abstract destinations whose partitioning names mesh axes but no concrete
+      mesh (NNX `with_partitioning` boxes, `ShapeDtypeStruct`s on an abstract mesh): the
+      mesh to place them on; by default the one `jax.set_mesh` set.
 
     **Returns:**
 
@@ -198,18 +199,25 @@ def _place(p: LoadPlan, step: Step, mesh: Any) -> Any:
 
 
 def _sharding(node: Any, box: Any, mesh: Any) -> Sharding | None:
+    """Where the array for `node` goes: its own sharding, else its box's partitioning on
+    its box's mesh, `mesh`, or the mesh of `jax.set_mesh`; `None` for the default device."""
     sharding = getattr(node, "sharding", None)
-    if isinstance(sharding, Sharding):
+    spec = None
+    if isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, AbstractMesh):
+        spec = sharding.spec  # an abstract model made under `jax.set_mesh`
+    elif isinstance(sharding, Sharding):
         return sharding
-    if box is None:
+    elif box is not None:
+        part = box_partitioning(box)
+        if part is not None:
+            spec, box_mesh = part
+            if isinstance(spec, Sharding):
+                return spec
+            mesh = box_mesh if box_mesh is not None and mesh is None else mesh
+    if spec is None:
         return None
-    part = box_partitioning(box)
-    if part is None:
+    if mesh is None or isinstance(mesh, AbstractMesh):
+        mesh = jax.sharding.get_mesh()
+    if mesh is None or isinstance(mesh, AbstractMesh) or not mesh.shape:
         return None
-    spec, box_mesh = part
-    if isinstance(spec, Sharding):
-        return spec
-    m = box_mesh if box_mesh is not None else mesh
-    if m is None or isinstance(m, jax.sharding.AbstractMesh):
-        return None
-    return NamedSharding(m, spec)
+    return NamedSharding(mesh, spec)
