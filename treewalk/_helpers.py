@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,23 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
-from jax.experimental.shard_alike import shard_alike
-from jax.sharding import AxisType, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from ._errors import ArgumentError, InitError
+from ._helpers_sharding import constrain as constrain
+from ._helpers_sharding import eager as eager
+from ._helpers_sharding import place as _place
+from ._helpers_sharding import sharding_of as sharding_of
+from ._helpers_sharding import stack_sharding as stack_sharding
+from ._node import Node
 from ._path import Path, show_path
-
-
-class _EagerTypes(dict[type, bool]):
-    def __missing__(self, t: type) -> bool:
-        # Concrete JAX arrays subclass `jax.Array`; tracers are `jax.Array`s to isinstance
-        # only. Decided per type, without making an array (that would start the backend).
-        hit = self[t] = issubclass(t, jax.Array) and not issubclass(t, Tracer)
-        return hit
-
-
-#: `eager[type(x)]`: is `x` a concrete (not traced) JAX array?
-eager = _EagerTypes()
 
 
 def _shape_dtype(path: Path, node: Any, what: str) -> tuple[tuple[int, ...], Any]:
@@ -39,91 +32,6 @@ def _shape_dtype(path: Path, node: Any, what: str) -> tuple[tuple[int, ...], Any
             f"array: `lambda path, node, key: jnp.zeros((n,))`."
         )
     return tuple(shape), dtype
-
-
-def sharding_of(node: Any) -> Any:
-    """The sharding over several devices that `node` lives in, as far as it is known here.
-
-    A concrete array or a `ShapeDtypeStruct` gives its own `.sharding`; a traced array
-    (under `jax.jit`) gives the sharding of its abstract value, whose mesh is abstract and
-    whose spec is only known for `Explicit` mesh axes. `None` for anything on one device.
-    """
-    if eager[type(node)] and type(node.sharding) is SingleDeviceSharding:
-        return None  # the common case, decided without the calls below
-    if isinstance(node, Tracer):
-        try:
-            sharding = jax.typeof(node).sharding
-        except Exception:
-            return None
-        mesh = getattr(sharding, "mesh", None)
-        return None if mesh is None or mesh.empty or mesh.size == 1 else sharding
-    sharding = getattr(node, "sharding", None)
-    if sharding is None or isinstance(sharding, SingleDeviceSharding):
-        return None
-    try:
-        return None if len(sharding.device_set) == 1 else sharding
-    except Exception:
-        return None
-
-
-def _explicit(sharding: Any) -> bool:
-    types = getattr(getattr(sharding, "mesh", None), "axis_types", ())
-    return any(t == AxisType.Explicit for t in types)
-
-
-def constrain(x: Any, sharding: Any) -> Any:
-    """Under a trace, lay `x` out in `sharding` (`reshard` on `Explicit` mesh axes)."""
-    if _explicit(sharding):
-        return jax.sharding.reshard(x, sharding)
-    return jax.lax.with_sharding_constraint(x, sharding)
-
-
-def _place(x: Any, node: Any) -> Any:
-    """Give `x`, the array that replaces `node`, the sharding `node` has.
-
-    Eagerly a result that is elsewhere is moved (`device_put`). Under `jax.jit` the
-    layout is constrained instead: to the traced sharding on `Explicit` mesh axes, to the
-    node's own sharding when it is concrete, and with `shard_alike` on `Auto` axes (where
-    the input's layout is only known to the compiler).
-    """
-    if eager[type(node)] and type(node.sharding) is SingleDeviceSharding:
-        return x  # the common case, decided without the calls below
-    sharding = sharding_of(node)
-    if sharding is None or getattr(x, "shape", None) != getattr(node, "shape", None):
-        return x
-    if isinstance(node, Tracer):
-        if not isinstance(x, Tracer | jax.Array):
-            return x
-        if _explicit(sharding):
-            return jax.sharding.reshard(x, sharding)
-        return shard_alike(x, node)[0]
-    if isinstance(x, Tracer):
-        return constrain(x, sharding)
-    if not isinstance(x, jax.Array) or x.sharding == sharding:
-        return x
-    return jax.device_put(x, sharding)
-
-
-def stack_sharding(node: Any, traced: bool) -> tuple[bool, Any]:
-    """May `node` be drawn in a stack with others of its shape, and in which layout?
-
-    `(batchable, sharding of the stack [n, *shape] or None)`. A node spread over several
-    devices is batchable only under a trace whose sharding is known there (a concrete or
-    abstract array's own, or an `Explicit` mesh's): the stack is then laid out with a
-    leading replicated axis, so every device draws only its own slices. Eager stacks would
-    be drawn whole on one device, and `Auto`-traced inputs hide their layout, so both are
-    drawn one by one.
-    """
-    sharding = sharding_of(node)
-    if sharding is None:
-        return True, None
-    if isinstance(node, Tracer):
-        if not _explicit(sharding):
-            return False, None
-    elif not traced or not isinstance(sharding, NamedSharding):
-        return False, None
-    spec = tuple(sharding.spec) + (None,) * (len(node.shape) - len(sharding.spec))
-    return True, NamedSharding(sharding.mesh, PartitionSpec(None, *spec))
 
 
 @functools.lru_cache(maxsize=256)
@@ -142,7 +50,8 @@ def _draw_in(fn: ArrayFn, key: Any, shape: tuple[int, ...], dtype: Any, sharding
 class ArrayFn:
     """Base of the helpers: `fn(path, node, key)` that builds an array like `node`.
 
-    Subclasses define `draw(key, shape, dtype)`.
+    Subclasses define `draw(key, shape, dtype)`, which returns a JAX array. A numpy leaf
+    gets a numpy array of its own dtype (see `draw_numpy`), a JAX leaf a JAX array.
 
     `replace` knows three optional methods of a `fn` (all of them here), which any
     user-defined `fn` may implement too:
@@ -162,59 +71,173 @@ class ArrayFn:
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
         raise NotImplementedError
 
+    def draw_numpy(self, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The array for a numpy leaf: drawn by JAX in the nearest dtype JAX has (float32
+        for float64 while x64 is off), then converted to the leaf's own `dtype`."""
+        return np.asarray(self.draw(key, shape, _jax_dtype(dtype))).astype(dtype)
+
+    def _no_key(self, path: Path) -> ArgumentError:
+        return ArgumentError(
+            f"{self!r} draws random values and needs a key: pass key=jax.random.key(0) "
+            f"to tw.replace (path {show_path(path)})."
+        )
+
     def __call__(self, path: Path, node: Any, key: Any) -> Any:
         if key is None and self.needs_key:
-            raise ArgumentError(
-                f"{self!r} draws random values and needs a key: pass key=jax.random.key(0) "
-                f"to tw.replace (path {show_path(path)})."
-            )
+            raise self._no_key(path)
         shape, dtype = _shape_dtype(path, node, repr(self))
         if key is not None and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.wrap_key_data(key)
+        if isinstance(node, np.ndarray | np.generic):
+            out = self.draw_numpy(key, shape, dtype)
+            return out[()] if isinstance(node, np.generic) else out
         sharding = sharding_of(node)
         if sharding is not None and not isinstance(node, Tracer):
             # Drawn directly in its layout: no device ever holds the whole array.
             return _draw_in(self, key, shape, dtype, sharding)
         return _place(self.draw(key, shape, dtype), node)
 
-    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> jax.Array:
+    def tw_signature(self, n: Node) -> Any:
+        """`(shape, dtype, is numpy)` for arrays (numpy and JAX leaves are never drawn in
+        one batch: each gets its own kind of array); `None` for anything else."""
+        node = n.node
+        if not isinstance(node, _BATCHABLE):
+            return None
+        return tuple(node.shape), node.dtype, isinstance(node, np.ndarray)
+
+    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> Any:
         """Draw `len(nodes)` leaves of one shape and dtype at once: `[n, *shape]`."""
-        shape, dtype = signature[0], signature[1]
+        shape, dtype, numpy = signature
         if keys is None:
             if self.needs_key:
-                raise ArgumentError(
-                    f"{self!r} draws random values and needs a key: pass "
-                    f"key=jax.random.key(0) to tw.replace."
-                )
-            return jax.vmap(lambda _: self.draw(None, shape, dtype))(jnp.arange(len(nodes)))
-        return jax.vmap(lambda k: self.draw(k, shape, dtype))(keys)
+                raise self._no_key(nodes[0].path)
+            keys = jnp.arange(len(nodes))  # stands in for keys, only the count matters
+            draw_dtype = _jax_dtype(dtype)
+            out = jax.vmap(lambda _: self.draw(None, shape, draw_dtype))(keys)
+        else:
+            draw_dtype = _jax_dtype(dtype)
+            out = jax.vmap(lambda k: self.draw(k, shape, draw_dtype))(keys)
+        return np.asarray(out).astype(dtype) if numpy else out
 
 
-class _Fill(ArrayFn):
+_BATCHABLE = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+
+
+def _jax_dtype(dtype: Any) -> Any:
+    """The dtype JAX makes for `dtype` (float64 is float32 while x64 is off)."""
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+class Fill(ArrayFn):
+    """The `fn`s `tw.zeros`, `tw.ones` and `tw.constant(value)`: an array filled with one
+    value, with the node's shape and dtype.
+
+    Exact for every dtype (unlike `x * 0`, which keeps NaN and inf), and many same-shape
+    leaves are made in one call. The result is of the node's kind: a JAX array for a JAX
+    leaf, a numpy array of the leaf's own dtype for a numpy leaf (`float64` too, whether
+    x64 is on or not), a Python number of its own type for a Python number.
+
+    A value the leaf's dtype cannot hold is a `tw.InitError` naming the path, the value
+    and the dtype: `tw.constant(0.5)` on an integer leaf, `tw.constant(1e10)` on `int32`,
+    `tw.constant(-1)` on `uint8`, `tw.constant(1e5)` on `float16` (it would be `inf`). A
+    float value is rounded to a floating dtype's precision (`0.1` in `float32`), as JAX
+    and numpy do.
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import numpy as np
+        import pytest
+        import treewalk as tw
+
+        params = {"w": jnp.ones(2), "b": np.ones(2), "step": jnp.zeros((), jnp.int32)}
+        out = tw.replace(params, tw.arrays, tw.ones)
+        assert out["b"].dtype == np.float64 and isinstance(out["b"], np.ndarray)
+        assert repr(tw.zeros) == "tw.zeros"
+        with pytest.raises(tw.InitError, match="int32"):
+            tw.replace(params, "step", tw.constant(0.5))
+        ```
+    """
+
     def __init__(self, value: Any, label: str) -> None:
         self.value, self.label = value, label
+        self._fits: dict[Any, str | None] = {}
+
+    def check(self, path: Path, dtype: Any, leaf: str | None = None) -> None:
+        """Raise `InitError` if `dtype` cannot hold the value (`leaf`: what the leaf is,
+        for the message, default "the leaf's dtype <dtype>")."""
+        problem = self._fits.get(dtype, False)
+        if problem is False:
+            problem = self._fits[dtype] = _misfit(self.value, dtype)
+        if problem is not None:
+            raise InitError(
+                f"{self!r} at {show_path(path)}: {leaf or f'the leaf dtype {dtype}'} cannot "
+                f"hold {self.value!r:.40} ({problem}). Pass a value that it holds, or leave "
+                f"leaves of this dtype out of the selector."
+            )
 
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
         return jnp.full(shape, self.value, dtype)
 
-    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> jax.Array:
-        shape, dtype = signature[0], signature[1]
-        return jnp.full((len(nodes), *shape), self.value, dtype)
+    def draw_numpy(self, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return np.full(shape, self.value, dtype)
+
+    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> Any:
+        shape, dtype, numpy = signature
+        self.check(nodes[0].path, dtype)
+        full = np.full if numpy else jnp.full
+        return full((len(nodes), *shape), self.value, dtype)
 
     def __call__(self, path: Path, node: Any, key: Any) -> Any:
         if isinstance(node, bool | int | float | complex) and not isinstance(node, np.generic):
+            self.check(path, np.asarray(node).dtype, f"the leaf (a Python {type(node).__name__})")
             return type(node)(self.value)
+        dtype = getattr(node, "dtype", None)
+        if dtype is not None:
+            self.check(path, dtype)
         return super().__call__(path, node, key)
 
     def __repr__(self) -> str:
         return self.label
 
 
-zeros = _Fill(0, "tw.zeros")
-zeros.__doc__ = """`fn` for `replace`: an array of zeros with the node's shape and dtype.
+def _misfit(value: Any, dtype: Any) -> str | None:
+    """Why `dtype` cannot hold `value` exactly (rounding to a float's precision allowed),
+    or `None` when it can (or when `value` is traced and cannot be looked at)."""
+    if isinstance(value, Tracer):
+        return None
+    try:
+        v = np.asarray(value)
+        target = np.dtype(dtype)
+    except (TypeError, ValueError):
+        return None  # not a dtype numpy knows (a PRNG key): left to jnp.full
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            cast = v.astype(target)
+    except (OverflowError, ValueError, TypeError):
+        return "out of its range"
+    if np.iscomplexobj(v) and not jnp.issubdtype(target, jnp.complexfloating):
+        if np.any(np.imag(v) != 0):
+            return "it has an imaginary part"
+    if jnp.issubdtype(target, jnp.inexact):
+        with np.errstate(all="ignore"):
+            overflow = np.isfinite(v) & ~np.isfinite(cast)
+        return "it would become inf" if np.any(overflow) else None
+    if not np.array_equal(cast, v):
+        return (
+            f"it would become {cast.ravel()[0].item()!r:.40}" if cast.size == 1 else "not exactly"
+        )
+    return None
 
-A Python scalar becomes `0` of its own type. Exact for every dtype (unlike `x * 0`, which
-keeps NaN and inf). Many same-shape leaves are made in one call.
+
+zeros = Fill(0, "tw.zeros")
+"""`fn` for `replace`: an array of zeros with the node's shape and dtype.
+
+A numpy leaf gets a numpy array of its own dtype, a Python number `0` of its own type.
+Exact for every dtype (unlike `x * 0`, which keeps NaN and inf). Many same-shape leaves
+are made in one call. See [`Fill`][treewalk._helpers.Fill].
 
 !!! Example
 
@@ -227,24 +250,52 @@ keeps NaN and inf). Many same-shape leaves are made in one call.
     ```
 """
 
-ones = _Fill(1, "tw.ones")
-ones.__doc__ = """`fn` for `replace`: an array of ones with the node's shape and dtype."""
+ones = Fill(1, "tw.ones")
+"""`fn` for `replace`: an array of ones with the node's shape and dtype.
+
+A numpy leaf gets a numpy array of its own dtype, a Python number `1` of its own type.
+
+!!! Example
+
+    ```python
+    import jax.numpy as jnp
+    import numpy as np
+    import treewalk as tw
+
+    out = tw.replace({"scale": jnp.zeros(3), "n": np.zeros(2)}, tw.arrays, tw.ones)
+    assert (out["scale"] == 1).all() and out["n"].dtype == np.float64
+    ```
+"""
 
 
-def constant(value: Any) -> ArrayFn:
+def constant(value: Any) -> Fill:
     """`fn` for `replace`: an array filled with `value`, with the node's shape and dtype.
+
+    **Arguments:**
+
+    - `value`: the fill value (a number, or an array that broadcasts to the leaves).
+
+    **Returns:**
+
+    A `fn` for `tw.replace`. A numpy leaf gets a numpy array of its own dtype. A value
+    the leaf's dtype cannot hold (`0.5` or `1e10` on `int32`, `-1` on `uint8`, `inf` by
+    overflow) is a `tw.InitError` naming the path, the value and the dtype; floats are
+    rounded to the dtype's precision.
 
     !!! Example
 
         ```python
         import jax.numpy as jnp
+        import pytest
         import treewalk as tw
 
         out = tw.replace({"scale": jnp.zeros(3)}, "scale", tw.constant(0.5))
         assert (out["scale"] == 0.5).all()
+        with pytest.raises(tw.InitError, match="int32"):
+            tw.replace({"step": jnp.zeros((), jnp.int32)}, "step", tw.constant(0.5))
         ```
     """
-    return _Fill(value, f"tw.constant({value!r})")
+    return Fill(value, f"tw.constant({value!r:.40})")
 
 
 class initializer(ArrayFn):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ArgumentError, InitError
+from ._errors import InitError
 from ._helpers import ArrayFn
 from ._node import Node
 from ._path import Path, show_path
@@ -49,6 +49,11 @@ class Initializer(ArrayFn):
     Subclasses define `params(n) -> hashable` (what the draw needs beyond shape, dtype and
     key; the fans for fan-based initialisers) and `sample(key, shape, dtype, params)`.
     Leaves with equal `(shape, dtype, params)` are drawn in one vectorised call.
+
+    A numpy leaf gets a numpy array of its own dtype: the values are drawn by JAX in the
+    dtype JAX has for it (for `float64` while x64 is off, `float32`: float32 precision)
+    and converted. With x64 on, a numpy `float64` leaf gets the values a JAX `float64`
+    leaf gets with the same key.
     """
 
     needs_key = True
@@ -63,33 +68,37 @@ class Initializer(ArrayFn):
         return self.sample(key, shape, dtype, ())
 
     def prepare(self, n: Node) -> tuple[tuple[int, ...], Any, Any]:
+        """`(shape, dtype, params)`; `params` is `None` for an empty leaf (nothing to draw)."""
         shape, dtype = _check_leaf(n, repr(self))
         if math.prod(shape) == 0 and shape:
-            return shape, dtype, None  # empty: nothing to draw
+            return shape, dtype, None
         return shape, dtype, self.params(n)
 
     def tw_signature(self, n: Node) -> Any:
-        return self.prepare(n)
+        return (*self.prepare(n), isinstance(n.node, np.ndarray))
 
     def tw_call(self, n: Node, key: Any) -> Any:
         shape, dtype, params = self.prepare(n)
         if params is None:
-            return jnp.zeros(shape, dtype)
+            return _zeros(shape, dtype, isinstance(n.node, np.ndarray | np.generic))
         return _Bound(self, params)(n.path, n.node, key)
 
     def __call__(self, path: Path, node: Any, key: Any) -> Any:
         return self.tw_call(Node(path, node, None, None), key)
 
-    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> jax.Array:
-        shape, dtype, params = signature
+    def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> Any:
+        shape, dtype, params, numpy = signature
         if params is None:
-            return jnp.zeros((len(nodes), *shape), dtype)
+            return _zeros((len(nodes), *shape), dtype, numpy)
         if keys is None:
-            raise ArgumentError(
-                f"{self!r} draws random values and needs a key: pass key=jax.random.key(0) "
-                f"to tw.replace (path {show_path(nodes[0].path)})."
-            )
-        return jax.vmap(lambda k: self.sample(k, shape, dtype, params))(keys)
+            raise self._no_key(nodes[0].path)
+        jax_dtype = jax.dtypes.canonicalize_dtype(dtype)
+        out = jax.vmap(lambda k: self.sample(k, shape, jax_dtype, params))(keys)
+        return np.asarray(out).astype(dtype) if numpy else out
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, numpy: bool) -> Any:
+    return np.zeros(shape, dtype) if numpy else jnp.zeros(shape, dtype)
 
 
 @dataclasses.dataclass(frozen=True, eq=True)

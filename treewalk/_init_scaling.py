@@ -1,5 +1,6 @@
-"""Fan-based initialisers: variance scaling and its named forms (LeCun, He, Glorot), and
-PyTorch's default for `Linear`/`Conv`. Fans come from the layer (`_init_layout`)."""
+"""Fan-based initialisers: variance scaling and PyTorch's default for `Linear`/`Conv`.
+Fans come from the layer (`_init_layout`); the named forms of variance scaling (LeCun,
+He, Glorot) are in `_init_presets`."""
 
 from __future__ import annotations
 
@@ -124,154 +125,9 @@ class variance_scaling(Initializer):
         return self.label
 
 
-def _named(label: str, init: variance_scaling) -> variance_scaling:
-    init.label = label
-    return init
-
-
 def _kw(layout: str | None, fan_in: int | None, fan_out: int | None) -> str:
     kw = {k: v for k, v in (("layout", layout), ("fan_in", fan_in), ("fan_out", fan_out)) if v}
     return _fmt(**kw)
-
-
-def lecun_normal(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """LeCun normal: truncated normal with variance `1 / fan_in`, fans from the layer.
-
-    `variance_scaling(1.0, "fan_in", "truncated_normal", ...)`; the arguments are those of
-    [`tw.init.variance_scaling`][treewalk.init.variance_scaling]. Unlike Flax's
-    `lecun_normal` as a `bias_init` (which crashes on a 1-D shape), a bias gets its layer's
-    fan-in.
-
-    !!! Example
-
-        ```python
-        import jax
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        params = {"dense": {"kernel": jnp.zeros((256, 4)), "bias": jnp.zeros(4)}}
-        params = tw.replace(params, tw.arrays, tw.init.lecun_normal(), key=jax.random.key(0))
-        assert abs(params["dense"]["kernel"].std() - 1 / 16) < 0.01  # 1 / sqrt(256)
-        ```
-    """
-    init = variance_scaling(1.0, "fan_in", "truncated_normal", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.lecun_normal({_kw(layout, fan_in, fan_out)})", init)
-
-
-def _d(layout: str | None, fan_in: int | None, fan_out: int | None) -> dict[str, Any]:
-    return {"layout": layout, "fan_in": fan_in, "fan_out": fan_out}
-
-
-def lecun_uniform(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """LeCun uniform: `U(-√(3/fan_in), √(3/fan_in))`, fans from the layer.
-
-    `variance_scaling(1.0, "fan_in", "uniform", ...)`.
-
-    !!! Example
-
-        ```python
-        import jax
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        w = tw.replace(jnp.zeros((300, 3)), tw.arrays, tw.init.lecun_uniform(layout="io"),
-                       key=jax.random.key(0))
-        assert abs(w).max() <= 0.1  # sqrt(3 / 300)
-        ```
-    """
-    init = variance_scaling(1.0, "fan_in", "uniform", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.lecun_uniform({_kw(layout, fan_in, fan_out)})", init)
-
-
-def he_normal(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """He (Kaiming) normal: truncated normal with variance `2 / fan_in`, fans from the layer.
-
-    `variance_scaling(2.0, "fan_in", "truncated_normal", ...)`, as
-    `jax.nn.initializers.he_normal`.
-
-    !!! Example
-
-        ```python
-        import jax
-        import treewalk as tw
-        from flax import nnx
-
-        model = nnx.Linear(512, 8, rngs=nnx.Rngs(0))
-        model = tw.replace(model, "kernel", tw.init.he_normal(), key=jax.random.key(0))
-        assert abs(model.kernel[...].std() - (2 / 512) ** 0.5) < 0.01
-        ```
-    """
-    init = variance_scaling(2.0, "fan_in", "truncated_normal", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.he_normal({_kw(layout, fan_in, fan_out)})", init)
-
-
-def he_uniform(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """He (Kaiming) uniform: `U(-√(6/fan_in), √(6/fan_in))`, fans from the layer.
-
-    !!! Example
-
-        ```python
-        import equinox as eqx
-        import jax
-        import treewalk as tw
-
-        conv = eqx.nn.Conv2d(6, 4, 3, key=jax.random.key(0))  # weight (4, 6, 3, 3)
-        conv = tw.replace(conv, "weight", tw.init.he_uniform(), key=jax.random.key(1))
-        assert abs(conv.weight).max() <= (6 / (6 * 9)) ** 0.5
-        ```
-    """
-    init = variance_scaling(2.0, "fan_in", "uniform", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.he_uniform({_kw(layout, fan_in, fan_out)})", init)
-
-
-def glorot_normal(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """Glorot (Xavier) normal: truncated normal with variance `2 / (fan_in + fan_out)`.
-
-    !!! Example
-
-        ```python
-        import jax
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        tree = {"mlp/~/linear_0": {"w": jnp.zeros((100, 300)), "b": jnp.zeros(300)}}
-        tree = tw.replace(tree, tw.arrays, tw.init.glorot_normal(), key=jax.random.key(0))
-        assert abs(tree["mlp/~/linear_0"]["w"].std() - (2 / 400) ** 0.5) < 0.005
-        ```
-    """
-    init = variance_scaling(1.0, "fan_avg", "truncated_normal", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.glorot_normal({_kw(layout, fan_in, fan_out)})", init)
-
-
-def glorot_uniform(
-    *, layout: str | None = None, fan_in: int | None = None, fan_out: int | None = None
-) -> variance_scaling:
-    """Glorot (Xavier) uniform: `U(-√(6/(fan_in+fan_out)), √(6/(fan_in+fan_out)))`.
-
-    !!! Example
-
-        ```python
-        import jax
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        tree = {"kernel": jnp.zeros((10, 14))}
-        tree = tw.replace(tree, "kernel", tw.init.glorot_uniform(), key=jax.random.key(0))
-        assert abs(tree["kernel"]).max() <= 0.5  # sqrt(6 / 24)
-        ```
-    """
-    init = variance_scaling(1.0, "fan_avg", "uniform", **_d(layout, fan_in, fan_out))
-    return _named(f"tw.init.glorot_uniform({_kw(layout, fan_in, fan_out)})", init)
 
 
 class torch_default(Initializer):

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import PRNGKeyError
+from ._errors import ArgumentError, PRNGKeyError
+from ._path import path_segments
 
 
 def as_typed_key(key: Any) -> tuple[jax.Array, bool]:
@@ -82,7 +83,19 @@ def split_keys(key: jax.Array, n: int) -> jax.Array:
 def key_for_path(key: Any, path_or_segs: Sequence[Any]) -> jax.Array:
     """The key `replace(..., key=key)` gives the node at this path (policy `"path"`).
 
-    Accepts a key path or its segments. Useful to reproduce one leaf's draw.
+    Useful to reproduce one leaf's draw.
+
+    **Arguments:**
+
+    - `key`: the key passed to `replace` (typed or legacy `uint32[2]`).
+    - `path_or_segs`: a key path (as `tw.paths` returns it) or its segments, e.g.
+      `("enc", "w")`. A plain string such as `"enc/w"` is an `ArgumentError`: it is not
+      split on `/`, because a key may hold `/` itself (Haiku's `"mlp/~/linear_0"` is ONE
+      segment), so the string would be ambiguous.
+
+    **Returns:**
+
+    A key of the same kind as `key` (typed, or legacy `uint32[2]`).
 
     !!! Example
 
@@ -91,15 +104,21 @@ def key_for_path(key: Any, path_or_segs: Sequence[Any]) -> jax.Array:
         import jax.numpy as jnp
         import treewalk as tw
 
-        tree = {"w": jnp.zeros(3)}
-        got = tw.replace(tree, "w", lambda p, x, k: jax.random.normal(k, x.shape),
+        tree = {"enc": {"w": jnp.zeros(3)}}
+        got = tw.replace(tree, "enc/w", lambda p, x, k: jax.random.normal(k, x.shape),
                          key=jax.random.key(0))
-        k = tw.key_for_path(jax.random.key(0), ("w",))
-        assert (got["w"] == jax.random.normal(k, (3,))).all()
+        k = tw.key_for_path(jax.random.key(0), ("enc", "w"))
+        assert (got["enc"]["w"] == jax.random.normal(k, (3,))).all()
         ```
     """
-    from ._path import path_segments
-
+    if isinstance(path_or_segs, str | bytes):
+        segs = tuple(str(path_or_segs).split("/"))
+        raise ArgumentError(
+            f"tw.key_for_path takes a key path or its segments, not the string "
+            f"{path_or_segs!r:.80} (it would be read character by character, and a key may "
+            f"hold '/' itself): pass the segments, e.g. {segs!r:.80}, "
+            f"or a path from tw.paths."
+        )
     typed, legacy = as_typed_key(key)
     segs = tuple(path_or_segs)
     if segs and not all(isinstance(s, str | int) for s in segs):
