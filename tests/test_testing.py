@@ -2,6 +2,10 @@
 catch the transforms that break each law."""
 
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -109,3 +113,71 @@ def test_the_five_line_user_example(tree):
     # What the docs show a user: strategies straight into their own property.
     out = tw.replace(tree, tw.arrays, tw.zeros, strict=False)
     assert trees_equal(out, tw.replace(out, tw.arrays, tw.zeros, strict=False))
+
+
+# -------------------------------------------------------------- as a user runs them
+
+
+def _python(script, cwd):
+    """Run `script` in a fresh interpreter in `cwd`, as a user would: no conftest, no
+    hypothesis profile, no simulated devices."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYPOTHESIS_PROFILE", "XLA_FLAGS")}
+    env["PYTHONWARNINGS"] = "default"
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_docs_example_passes_with_hypothesis_defaults(tmp_path):
+    """The example of docs/testing.md and of `check_laws`' docstring, in a user's own
+    script: hypothesis' default settings (a 200 ms deadline) and no conftest."""
+    script = """
+        import jax
+        import jax.numpy as jnp
+        import hypothesis
+        import treewalk as tw
+        from treewalk.testing import check_laws
+
+        assert hypothesis.settings().deadline is not None  # the defaults, not a profile
+
+        def jitter(tree, key):
+            floats = tw.arrays & tw.predicate(lambda p, x: jnp.issubdtype(x.dtype, jnp.floating))
+            noise = lambda p, x, k: x + 1e-3 * jax.random.normal(k, x.shape, x.dtype)
+            return tw.replace(tree, floats, noise, key=key, strict=False)
+
+        check_laws(jitter, max_examples=10)
+        check_laws(lambda t: tw.replace(t, tw.arrays, tw.zeros, strict=False), max_examples=10)
+        print("laws hold")
+    """
+    out = _python(script, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "laws hold" in out.stdout
+
+
+def test_import_without_hypothesis_says_what_to_install(tmp_path):
+    script = """
+        import sys
+
+        sys.modules["hypothesis"] = None  # as if it were not installed
+        import treewalk  # the core does not need it
+        try:
+            import treewalk.testing
+        except ImportError as e:
+            assert 'pip install "jax-treewalk[testing]"' in str(e), str(e)
+        else:
+            raise SystemExit("treewalk.testing imported without hypothesis")
+        del sys.modules["hypothesis"]
+        import treewalk.testing
+
+        frameworks = {"equinox", "flax", "haiku", "penzai"} & set(sys.modules)
+        assert not frameworks, f"importing treewalk.testing imported {frameworks}"
+        print("ok")
+    """
+    out = _python(script, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok"

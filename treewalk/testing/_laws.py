@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .._path import show_path
@@ -44,9 +44,15 @@ def _run(
 ) -> None:
     strategy = pytrees() if trees is None else trees
     test = given(strategy, st.integers(0, 2**31 - 1))(prop)
+    # The active profile's settings, but for what these checks need: no deadline (the
+    # first example compiles, which takes seconds) and no health check on slow or large
+    # trees. Set here, so a user's script passes with hypothesis' defaults.
+    active = settings()
+    suppress = {*active.suppress_health_check, HealthCheck.too_slow, HealthCheck.data_too_large}
+    kw: dict[str, Any] = {"deadline": None, "suppress_health_check": list(suppress)}
     if max_examples is not None:
-        test = settings(max_examples=max_examples)(test)
-    test()
+        kw["max_examples"] = max_examples
+    settings(active, **kw)(test)()
 
 
 def _leaves(tree: Any) -> list[tuple[Any, Any]]:
@@ -80,6 +86,11 @@ def check_structure_preserving(
     - `transform`: the function under test.
     - `trees`: a strategy for the input trees.
     - `max_examples`: overrides the active hypothesis profile's.
+
+    The other settings are the active profile's, but for two the checks set themselves:
+    `deadline=None` (the first example compiles, which takes longer than hypothesis'
+    default deadline of 200 ms) and the `too_slow`/`data_too_large` health checks off. So
+    the checks pass in a plain script or test suite, without a profile.
 
     **Raises:**
 
