@@ -21,7 +21,7 @@ from ._checkpoint import (
 )
 from ._errors import ArgumentError, CallbackError, PatternError
 from ._frameworks.checkpoint import TORCH_ONLY
-from ._load_source import Source, normalise, open_source
+from ._load_source import Source, normalise, open_source, staging
 
 Rename: TypeAlias = Sequence[tuple[str, str]] | Callable[[str], str | None] | None
 
@@ -70,15 +70,18 @@ class Step:
         return ", ".join(out)
 
     def convert(self, array: np.ndarray) -> np.ndarray:
-        """The source array, converted to what the destination holds."""
+        """The source array, converted to what the destination holds (C order)."""
         assert self.leaf is not None
+        out = array
         if self.perm is not None:
-            array = array.transpose(self.perm)
+            out = out.transpose(self.perm)
         if self.reshape:
-            array = array.reshape(self.leaf.node.shape)
-        if self.cast:
-            array = array.astype(self.leaf.node.dtype)
-        return _contiguous(array)
+            out = out.reshape(self.leaf.node.shape)
+        if not self.cast and out.flags.c_contiguous:
+            return out
+        dst = staging(out.shape, self.leaf.node.dtype if self.cast else out.dtype)
+        np.copyto(dst, out, casting="unsafe")
+        return dst
 
     def cells(self) -> list[str]:
         return [self.destination, self.key or "", self.conversion(), self.status]
@@ -286,8 +289,3 @@ def _step(leaf: Leaf, key: str, renamed: str, src: Source, layout: str | None) -
             return step
         step.cast = True
     return step
-
-
-def _contiguous(array: np.ndarray) -> np.ndarray:
-    """`array` in C order (`np.ascontiguousarray` would make a 0-d array 1-d)."""
-    return array if array.flags.c_contiguous else array.copy(order="C")

@@ -1,0 +1,148 @@
+"""`tw.load` of a ~1 GB safetensors file against the loop a user would write by hand.
+
+    python bench/load.py              # 64 layers of Linear(2048, 2048): 1.07 GB
+    python bench/load.py --mb 100     # a smaller file, for a quick look
+
+The file is a PyTorch-style state_dict (`layers.<i>.weight` `(out, in)`, `layers.<i>.bias`)
+of a list of `eqx.nn.Linear`. Four variants, each in its own subprocess:
+
+- `tw abstract`: `tw.load(eqx.filter_eval_shape(Model, ...), path, layout="torch")`.
+- `tw concrete`: the same into a model that already has its (random) weights.
+- `loop abstract` / `loop concrete`: `safe_open` + one `eqx.tree_at` per tensor, the loop
+  a user writes (`jnp.asarray(f.get_tensor(key))`, replacing the layer's weight).
+
+Peak memory is `VmHWM` (peak resident set) after the load minus the resident set just
+before it (the peak is reset there by writing 5 to `/proc/self/clear_refs`), divided by
+the model's bytes; the target is <= 1.2. Wall time is one load each (the file is in the
+page cache after the first, unmeasured, read); the ratio is loop / treewalk, so above 1
+means treewalk is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+WIDTH = 2048
+
+
+def status(field: str) -> int:
+    """A `/proc/self/status` field in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def make_file(path: str, layers: int) -> int:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    sd = {}
+    for i in range(layers):
+        sd[f"layers.{i}.weight"] = rng.standard_normal((WIDTH, WIDTH), np.float32)
+        sd[f"layers.{i}.bias"] = rng.standard_normal(WIDTH, np.float32)
+    save_file(sd, path)
+    return sum(v.nbytes for v in sd.values())
+
+
+def worker(variant: str, path: str, layers: int) -> dict:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    from safetensors import safe_open
+
+    import treewalk as tw
+
+    class Model(eqx.Module):
+        layers: list
+
+        def __init__(self, key):
+            keys = jax.random.split(key, layers)
+            self.layers = [eqx.nn.Linear(WIDTH, WIDTH, key=k) for k in keys]
+
+    abstract = variant.endswith("abstract")
+    if abstract:
+        model = eqx.filter_eval_shape(Model, jax.random.key(0))
+    else:
+        model = jax.block_until_ready(Model(jax.random.key(0)))
+    # Warm up what both variants share (one small load: dispatch paths, imports).
+    small = {"weight": np.ones((2, 3), np.float32), "bias": np.ones(2, np.float32)}
+    tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), small, layout="torch")
+    jnp.asarray(np.ones(3)).block_until_ready()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    base = status("VmRSS")
+    t0 = time.perf_counter()
+    if variant.startswith("tw"):
+        out = tw.load(model, path, layout="torch")
+    else:
+        out = model
+        with safe_open(path, framework="numpy") as f:
+            for i in range(layers):
+                for name in ("weight", "bias"):
+                    value = jnp.asarray(f.get_tensor(f"layers.{i}.{name}"))
+                    out = eqx.tree_at(
+                        lambda m, i=i, name=name: getattr(m.layers[i], name), out, value
+                    )
+    jax.block_until_ready(out)
+    wall = time.perf_counter() - t0
+    peak = status("VmHWM")
+    end = status("VmRSS")
+    check = float(out.layers[layers - 1].bias[0])
+    return {
+        "variant": variant,
+        "wall_s": wall,
+        "peak_above_base": peak - base,
+        "end_above_base": end - base,
+        "check": check,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=float, default=1070.0, help="file size, MB")
+    parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "PATH", "LAYERS"))
+    args = parser.parse_args()
+    if args.worker:
+        variant, path, layers = args.worker
+        print(json.dumps(worker(variant, path, int(layers))))
+        return
+    layer_bytes = (WIDTH * WIDTH + WIDTH) * 4
+    layers = max(1, round(args.mb * 1e6 / layer_bytes))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.safetensors")
+        nbytes = make_file(path, layers)
+        with open(path, "rb") as f:  # into the page cache, for every variant alike
+            while f.read(1 << 24):
+                pass
+        print(f"{layers} x Linear({WIDTH}, {WIDTH}): {nbytes / 1e9:.2f} GB, {2 * layers} tensors")
+        results = {}
+        for variant in ("tw abstract", "loop abstract", "tw concrete", "loop concrete"):
+            cmd = [sys.executable, __file__, "--worker", variant, path, str(layers)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results[variant] = r
+            ratio = r["peak_above_base"] / nbytes
+            end = r["end_above_base"] / nbytes
+            print(
+                f"{variant:14s} {r['wall_s']:7.2f} s   peak RSS above base {ratio:.2f}x model"
+                f" (at the end {end:.2f}x)"
+            )
+        checks = {r["check"] for r in results.values()}
+        assert len(checks) == 1, f"the variants loaded different values: {checks}"
+        for kind in ("abstract", "concrete"):
+            speed = results[f"loop {kind}"]["wall_s"] / results[f"tw {kind}"]["wall_s"]
+            print(f"{kind}: loop / tw wall time = {speed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
