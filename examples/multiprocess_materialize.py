@@ -1,11 +1,13 @@
-"""Materialise a sharded model across two processes, each creating only its own shards.
+"""Materialise a sharded model across two processes, each creating only its
+own shards.
 
-JAX's multi-process runtime is how a model outgrows one machine: every process runs the
-same program on a global mesh and holds the shards of its own devices. Here two processes
-on localhost, with 2 CPU devices each, share a (4,) mesh. `tw.materialize` builds an
-Equinox MLP from its abstract shape inside one jit; each process ends up holding 2 of the
-4 shards of every weight, and checks them against the same init done eagerly on one
-device: the values do not depend on the mesh.
+JAX's multi-process runtime is how a model outgrows one machine: every process
+runs the same program on a global mesh and holds the shards of its own
+devices. Here two processes on localhost, with 2 CPU devices each, share a
+(4,) mesh. `tw.materialize` builds an Equinox MLP from its abstract shape
+inside one jit; each process ends up holding 2 of the 4 shards of every
+weight, and checks them against the same init done eagerly on one device: the
+values do not depend on the mesh.
 
 Run it (it starts the two processes itself):
 
@@ -29,7 +31,9 @@ LOCAL_DEVICES = 2
 
 def worker(process_id: int, port: int) -> None:
     # Before JAX is imported: this process's simulated CPU devices.
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
+    )
     os.environ["JAX_PLATFORMS"] = "cpu"
     import equinox as eqx
     import jax
@@ -53,28 +57,40 @@ def worker(process_id: int, port: int) -> None:
             "**/weight": tw.initializer(jax.nn.initializers.lecun_normal()),
         }
         plan = {"**/weight": P("x", None), "**/bias": P("x")}
-        abstract = eqx.filter_eval_shape(eqx.nn.MLP, 32, 32, 64, 4, key=jax.random.key(0))
-        model = tw.materialize(abstract, init, key=jax.random.key(1), plan=plan, mesh=mesh)
+        abstract = eqx.filter_eval_shape(
+            eqx.nn.MLP, 32, 32, 64, 4, key=jax.random.key(0)
+        )
+        model = tw.materialize(
+            abstract, init, key=jax.random.key(1), plan=plan, mesh=mesh
+        )
 
-        # The reference: the same init, eagerly, on this process's first device.
+        # The reference: the same init, eagerly, on this process's first
+        # device.
         ref = tw.replace(abstract, "**/bias", init["**/bias"])
-        ref = tw.replace(ref, "**/weight", init["**/weight"], key=jax.random.key(1))
+        ref = tw.replace(
+            ref, "**/weight", init["**/weight"], key=jax.random.key(1)
+        )
 
         leaves = [x for x in jax.tree.leaves(model) if eqx.is_array(x)]
         refs = [x for x in jax.tree.leaves(ref) if eqx.is_array(x)]
         assert len(leaves) == len(refs) == 10
         held = 0
         for x, r in zip(leaves, refs, strict=True):
-            assert not x.is_fully_addressable  # this process does not hold it all
+            assert (
+                not x.is_fully_addressable
+            )  # this process does not hold it all
             assert len(x.addressable_shards) == LOCAL_DEVICES
             for shard in x.addressable_shards:
                 assert shard.data.shape[0] == x.shape[0] // jax.device_count()
-                np.testing.assert_array_equal(np.asarray(shard.data), np.asarray(r)[shard.index])
+                np.testing.assert_array_equal(
+                    np.asarray(shard.data), np.asarray(r)[shard.index]
+                )
                 held += shard.data.size
         total = sum(x.size for x in leaves)
         print(
-            f"process {process_id}: holds {held} of {total} parameters "
-            f"({len(leaves)} leaves, {LOCAL_DEVICES} of {jax.device_count()} shards each), "
+            f"process {process_id}: holds {held} of {total} parameters\n"
+            f"  ({len(leaves)} leaves, "
+            f"{LOCAL_DEVICES} of {jax.device_count()} shards each), "
             f"equal to the single-device init: OK",
             flush=True,
         )
@@ -89,10 +105,20 @@ def free_port() -> int:
 
 
 def launch(timeout: float = 240) -> int:
-    """Start the worker processes; returns the first non-zero exit code, else 0."""
+    """Start the worker processes; return the first non-zero exit code, else
+    0."""
     port = free_port()
     procs = [
-        subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--port", str(port)])
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(i),
+                "--port",
+                str(port),
+            ]
+        )
         for i in range(NUM_PROCESSES)
     ]
     try:

@@ -1,4 +1,5 @@
-"""Zero every bias and re-key every weight of an Equinox MLP, a Flax NNX model and a dict."""
+"""Zero every bias and re-key every weight of an Equinox MLP, a Flax NNX model
+and a dict."""
 
 import equinox as eqx
 import jax
@@ -17,8 +18,10 @@ def report(title, before, after):
         tw.select(before, tw.arrays), tw.select(after, tw.arrays), strict=True
     ):
         changed = "changed" if not jnp.array_equal(old, new) else "kept"
-        print(f"  {tw.path_str(path):<24} {str(old.shape):<10} {changed:<8} "
-              f"mean {float(old.mean()):+.3f} -> {float(new.mean()):+.3f}")
+        print(
+            f"  {tw.path_str(path):<24} {str(old.shape):<10} {changed:<8} "
+            f"mean {float(old.mean()):+.3f} -> {float(new.mean()):+.3f}"
+        )
 
 
 def reinit(tree, key):
@@ -28,7 +31,9 @@ def reinit(tree, key):
 
 key = jax.random.key(0)
 
-mlp = eqx.nn.MLP(in_size=4, out_size=2, width_size=8, depth=2, key=jax.random.key(1))
+mlp = eqx.nn.MLP(
+    in_size=4, out_size=2, width_size=8, depth=2, key=jax.random.key(1)
+)
 report("Equinox MLP", mlp, reinit(mlp, key))
 
 
@@ -42,13 +47,17 @@ class TwoLayer(nnx.Module):
 
 
 model = TwoLayer(nnx.Rngs(1))
-model = tw.replace(model, "**/bias", tw.ones)  # NNX biases start at zero: make the change visible
+model = tw.replace(
+    model, "**/bias", tw.ones
+)  # NNX biases start at zero: make the change visible
 new_model = reinit(model, key)
 report("Flax NNX model", model, new_model)
 assert isinstance(new_model.l1.kernel, nnx.Param)  # the Param boxes survive
 
-params = {"encoder": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
-          "head": {"kernel": jnp.ones((8, 2)), "bias": jnp.ones(2)}}
+params = {
+    "encoder": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
+    "head": {"kernel": jnp.ones((8, 2)), "bias": jnp.ones(2)},
+}
 report("plain dict", params, reinit(params, key))
 
 print("\n== tw.show: look before you change")

@@ -55,7 +55,15 @@ def fenced_blocks(text: str) -> list[tuple[int, str, str, str | None]]:
 
 
 def doc_files() -> list[Path]:
-    return sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+    return sorted((ROOT / "docs").rglob("*.md")) + [
+        ROOT / "README.md",
+        ROOT / "CHANGELOG.md",
+        ROOT / "CONTRIBUTING.md",
+    ]
+
+
+# The widest code line that fits a code block at 1280 px without scrolling sideways.
+WIDTH = 78
 
 
 def markdown_cases() -> list:
@@ -150,4 +158,40 @@ def test_docs_pages_exist_and_are_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = [p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")]
     assert {"index.md", "paths.md", "replace.md", "recipes.md", "faq.md"} <= set(pages)
+    assert {
+        "installation.md",
+        "migration.md",
+        "comparison.md",
+        "how-it-works.md",
+        "changelog.md",
+        "contributing.md",
+    } <= set(pages)
     assert [p for p in pages if p not in nav] == []
+
+
+def too_wide(text: str, width: int = WIDTH) -> list[tuple[int, int]]:
+    """`(line number, width)` of every line of a fenced block wider than `width`."""
+    bad = []
+    for start, _lang, code, _expected in fenced_blocks(text):
+        for k, line in enumerate(code.splitlines()):
+            if len(line) > width:
+                bad.append((start + k + 1, len(line)))
+    return bad
+
+
+def test_docs_code_fits_the_page():
+    """Code blocks on the site are at most 78 columns: wider ones scroll sideways at
+    1280 px. The example scripts are shown whole on the examples page."""
+    bad = []
+    for path in doc_files():
+        bad += [f"{path.relative_to(ROOT)}:{n} ({w})" for n, w in too_wide(path.read_text())]
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if len(line) > WIDTH:
+                bad.append(f"{path.relative_to(ROOT)}:{n} ({len(line)})")
+    assert not bad, f"code lines over {WIDTH} columns: {bad}"
+
+
+def test_width_check_sees_a_wide_line():
+    text = "```python\nx = 1\n" + "y" * 79 + "\n```\n    ```bash\n    " + "z" * 78 + "\n    ```\n"
+    assert too_wide(text) == [(3, 79)]

@@ -1,8 +1,7 @@
-"""The project's tools, as tests: ruff (lint and format), pyright on the package, and
-`mkdocs build --strict` (so a broken API reference or link fails the suite). A tool that
-is not installed is skipped; a tool that fails shows its output."""
+"""The project's tools, as tests: ruff (lint and format) and pyright on the package
+(`mkdocs build --strict` is in tests/test_site.py). A tool that is not installed is
+skipped; a tool that fails shows its output."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -54,17 +53,6 @@ def test_pyright_on_the_package():
     if pyright is None:
         pytest.skip("pyright is not installed")
     _run([pyright, "--pythonpath", sys.executable, "treewalk"], timeout=600)
-
-
-def test_mkdocs_build_strict(tmp_path):
-    if (
-        importlib.util.find_spec("mkdocs") is None
-        or importlib.util.find_spec("mkdocstrings") is None
-    ):
-        pytest.skip("mkdocs / mkdocstrings are not installed (pip install -e '.[docs]')")
-    _run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
-    )
 
 
 def test_public_functions_are_annotated():
