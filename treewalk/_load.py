@@ -57,9 +57,9 @@ def load_plan(
         prints
 
         ```text
-        destination  source key  conversion               status
-        weight       weight                               load
-        bias         bias        cast float64->float32    load
+        destination  source key  conversion             status
+        weight       weight                             load
+        bias         bias        cast float64->float32  load
         torch -> equinox: 2 load
         ```
     """
@@ -148,8 +148,8 @@ def load(
         # A PyTorch `nn.Linear(3, 2)` state_dict: weight (out, in).
         state_dict = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([1.0, 2.0])}
         model = tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), state_dict, layout="torch")
-        assert model.kernel.value.shape == (3, 2)  # (in, out)
-        assert (model.kernel.value == state_dict["weight"].T).all()
+        assert model.kernel[...].shape == (3, 2)  # (in, out)
+        assert (model.kernel[...] == state_dict["weight"].T).all()
         ```
     """
     p = plan(tree, source, layout=layout, rename=rename, into=into)
