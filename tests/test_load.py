@@ -173,8 +173,14 @@ def test_load_plan_is_a_table_of_what_would_happen():
     text = str(plan)
     assert text.splitlines()[0].split() == ["destination", "source", "key", "conversion", "status"]
     row = next(line for line in text.splitlines() if line.startswith("fc2/kernel"))
-    assert row.split()[1:] == ["fc2.weight", "rename", "weight->kernel,", "transpose(1,", "0)",
-                               "load"]  # fmt: skip
+    assert row.split()[1:] == [
+        "fc2.weight",
+        "rename",
+        "weight->kernel,",
+        "transpose(1,",
+        "0)",
+        "load",
+    ]
     assert "conv.weight" in text and "transpose(2, 3, 1, 0)" in text
     assert next(s for s in plan.steps if s.destination == "norm/bias").status == "missing"
     assert text.splitlines()[-1] == "torch -> flax: 7 load, 1 missing"
@@ -184,16 +190,18 @@ def test_load_plan_is_a_table_of_what_would_happen():
 def test_boxes_and_their_metadata_survive():
     sd = {"fc.weight": np.ones((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)}
     dense = nn.Dense(
-        3, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "x")),
+        3,
+        kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "x")),
         name="fc",
-    )  # fmt: skip
+    )
     params = {"fc": dense.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]}
     out = tw.load(params, sd, layout="torch")
     assert isinstance(out["fc"]["kernel"], nn.Partitioned)
     assert out["fc"]["kernel"].names == (None, "x")
     np.testing.assert_array_equal(out["fc"]["kernel"].value, np.ones((4, 3)))
-    model = tw.load(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), {k[3:]: v for k, v in sd.items()},
-                    layout="torch")  # fmt: skip
+    model = tw.load(
+        nnx.Linear(4, 3, rngs=nnx.Rngs(0)), {k[3:]: v for k, v in sd.items()}, layout="torch"
+    )
     assert type(model.kernel) is nnx.Param
 
 
@@ -278,3 +286,25 @@ def test_bad_arguments_are_reported():
         tw.load(lin, {"weight": np.ones((2, 3))}, rename=[("(", "")])
     with pytest.raises(tw.ArgumentError, match="abstract"):
         tw.export(eqx.filter_eval_shape(eqx.nn.Linear, 3, 2, key=jax.random.key(0)))
+
+
+def test_batchnorm_statistics_and_rng_state():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.emb = nnx.Embed(5, 4, rngs=rngs)
+
+    rng = np.random.default_rng(0)
+    sd = {  # torch.nn.BatchNorm1d(4) and nn.Embedding(5, 4) state_dict names
+        "bn.weight": rng.normal(size=4), "bn.bias": rng.normal(size=4),
+        "bn.running_mean": rng.normal(size=4), "bn.running_var": rng.uniform(size=4),
+        "bn.num_batches_tracked": np.array(10), "emb.weight": rng.normal(size=(5, 4)),
+    }  # fmt: skip
+    net = tw.load(Net(nnx.Rngs(0)), sd, layout="torch")
+    for name, value in (("scale", "weight"), ("mean", "running_mean"), ("var", "running_var")):
+        np.testing.assert_allclose(getattr(net.bn, name)[...], sd[f"bn.{value}"], rtol=1e-6)
+    assert type(net.bn.mean) is nnx.BatchStat
+    np.testing.assert_allclose(net.emb.embedding[...], sd["emb.weight"], rtol=1e-6)
+    out = tw.export(net)
+    assert sorted(out) == sorted(k for k in sd if "num_batches" not in k)

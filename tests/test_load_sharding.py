@@ -68,8 +68,12 @@ def test_abstract_sharded_destinations(checkpoint):
     sd, path = checkpoint
     mesh = jax.make_mesh((8,), ("x",))
     sharding = NamedSharding(mesh, P(None, "x"))
-    abstract = {"fc": {"kernel": jax.ShapeDtypeStruct((16, 8), jnp.float32, sharding=sharding),
-                       "bias": jax.ShapeDtypeStruct((8,), jnp.float32)}}  # fmt: skip
+    abstract = {
+        "fc": {
+            "kernel": jax.ShapeDtypeStruct((16, 8), jnp.float32, sharding=sharding),
+            "bias": jax.ShapeDtypeStruct((8,), jnp.float32),
+        }
+    }
     got = tw.load(abstract, path, layout="torch", strict=False)
     np.testing.assert_array_equal(np.asarray(got["fc"]["kernel"]), sd["fc.weight"].T)
     specs_equal(got["fc"]["kernel"].sharding, sharding)

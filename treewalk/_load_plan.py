@@ -35,8 +35,18 @@ class Step:
     a destination array nothing loads into (`key` is `None`), or a source key nothing
     uses (`leaf` is `None`)."""
 
-    __slots__ = ("leaf", "key", "renamed", "shape", "dtype", "perm", "reshape", "cast", "status",
-                 "why")  # fmt: skip
+    __slots__ = (
+        "leaf",
+        "key",
+        "renamed",
+        "shape",
+        "dtype",
+        "perm",
+        "reshape",
+        "cast",
+        "status",
+        "why",
+    )
 
     def __init__(self, leaf: Leaf | None, key: str | None, status: str, why: str = "") -> None:
         self.leaf, self.key, self.status, self.why = leaf, key, status, why
@@ -97,8 +107,9 @@ class LoadPlan:
     `layout` (the source's convention), `framework` (the destination's), `source`.
     """
 
-    def __init__(self, steps: list[Step], layout: str | None, framework: str | None,
-                 source: Source) -> None:  # fmt: skip
+    def __init__(
+        self, steps: list[Step], layout: str | None, framework: str | None, source: Source
+    ) -> None:
         self.steps, self.layout, self.framework, self.source = steps, layout, framework, source
 
     def problems(self, strict: bool = True) -> list[Step]:
@@ -130,8 +141,9 @@ class LoadPlan:
             "<tr>" + "".join(f"<td><code>{e(c)}</code></td>" for c in s.cells()) + "</tr>"
             for s in self.steps
         )
-        head = "".join(f"<th>{h}</th>" for h in ("destination", "source key", "conversion",
-                                                  "status"))  # fmt: skip
+        head = "".join(
+            f"<th>{h}</th>" for h in ("destination", "source key", "conversion", "status")
+        )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
     def error_message(self, strict: bool = True) -> str:
