@@ -308,3 +308,15 @@ def test_batchnorm_statistics_and_rng_state():
     np.testing.assert_allclose(net.emb.embedding[...], sd["emb.weight"], rtol=1e-6)
     out = tw.export(net)
     assert sorted(out) == sorted(k for k in sd if "num_batches" not in k)
+
+
+def test_a_tied_weight_stored_once_loads_into_both_places():
+    shared = jnp.zeros((3, 2))
+    tree = {"embed": {"weight": shared}, "head": {"weight": shared}}
+    value = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    plan = tw.load_plan(tree, {"embed.weight": value})
+    assert [s.status for s in plan.steps] == ["load", "tied"]
+    assert "tied to 'embed/weight'" in str(plan)
+    out = tw.load(tree, {"embed.weight": value})
+    assert out["head"]["weight"] is out["embed"]["weight"]
+    np.testing.assert_array_equal(out["head"]["weight"], value)

@@ -31,7 +31,7 @@ def load_plan(
     Nothing is read but the source's keys, shapes and dtypes, and nothing is raised for a
     problem: every row says what would happen. `print` it for a table of destination
     path, source key, conversion (rename, transpose, reshape, cast) and status: `load`,
-    `skip`, or a problem — `missing` (nothing loads into this destination array), `unused`
+    `tied` (the same array as another destination being loaded), `skip`, or a problem — `missing` (nothing loads into this destination array), `unused`
     (no destination for this source key), `mismatch` (shape or dtype), `twice` (two source
     keys for one array).
 
@@ -114,7 +114,8 @@ def load(
     - `tree`: the destination model or params. It is never changed.
     - `source`: a flat mapping `{str: array}` (numpy, JAX, or PyTorch tensors: a
       `state_dict()`), any pytree (another framework's model or params), or the path of a
-      `.safetensors` (needs `pip install "jax-treewalk[checkpoints]"`) or `.npz` file.
+      `.safetensors` or `.npz` file (reading a safetensors file shard by shard, for a
+      sharded destination, needs `pip install "jax-treewalk[checkpoints]"`).
     - `layout`: the source's convention, `"torch"`, `"equinox"`, `"flax"` (linen and
       NNX) or `"haiku"`. `None`: a pytree source's own framework, else the destination's
       (nothing converted but vector reshapes and casts).

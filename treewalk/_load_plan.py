@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,7 +95,8 @@ class Step:
         return dst
 
     def cells(self) -> list[str]:
-        return [self.destination, self.key or "", self.conversion(), self.status]
+        conversion = self.why if self.status == "tied" else self.conversion()
+        return [self.destination, self.key or "", conversion, self.status]
 
 
 class LoadPlan:
@@ -103,7 +105,8 @@ class LoadPlan:
     renders it as HTML.
 
     Attributes: `steps` (one `Step` per row: `.destination`, `.key`, `.conversion()`,
-    `.status` — `load`, `skip`, or a problem: `missing`, `unused`, `mismatch`, `twice`),
+    `.status` — `load`, `tied` (the same array as another destination being loaded),
+    `skip`, or a problem: `missing`, `unused`, `mismatch`, `twice`),
     `layout` (the source's convention), `framework` (the destination's), `source`.
     """
 
@@ -118,7 +121,8 @@ class LoadPlan:
         return [s for s in self.steps if s.status in bad]
 
     def summary(self) -> str:
-        counts = {k: sum(s.status == k for s in self.steps) for k in ("load", "skip", *PROBLEMS)}
+        kinds = ("load", "tied", "skip", *PROBLEMS)
+        counts = {k: sum(s.status == k for s in self.steps) for k in kinds}
         parts = [f"{n} {k}" for k, n in counts.items() if n]
         return f"{self.layout or 'same'} -> {self.framework or 'pytree'}: " + ", ".join(parts)
 
@@ -266,7 +270,21 @@ def plan(
             steps.append(Step(leaf, hits[0][0], "twice", why))
             continue
         steps.append(_step(leaf, hits[0][0], hits[0][1], src, layout))
+    _ties(steps)
     return LoadPlan(steps + extra, layout, framework, src)
+
+
+def _ties(steps: list[Step]) -> None:
+    """A destination array that is the same object as one being loaded (a tied weight,
+    which safetensors files store once) is loaded with it: `replace` keeps ties."""
+    loading = {
+        id(s.leaf.node): s
+        for s in steps
+        if s.status == "load" and s.leaf is not None and isinstance(s.leaf.node, jax.Array)
+    }
+    for s in steps:
+        if s.status == "missing" and s.leaf is not None and id(s.leaf.node) in loading:
+            s.status, s.why = "tied", f"tied to {loading[id(s.leaf.node)].destination!r}"
 
 
 def _step(leaf: Leaf, key: str, renamed: str, src: Source, layout: str | None) -> Step:
