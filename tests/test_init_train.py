@@ -77,13 +77,13 @@ def _fit_model(model):
 
 
 def _hidden_bias(model):
-    if isinstance(model, eqx.Module):
+    if isinstance(model, eqx.nn.MLP):
         return np.asarray(model.layers[0].bias)
     return np.asarray(model.l1.bias[...])
 
 
 def _out_weight(model):
-    if isinstance(model, eqx.Module):
+    if isinstance(model, eqx.nn.MLP):
         return np.asarray(model.layers[1].weight)
     return np.asarray(model.l2.kernel[...])
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import treewalk as tw
@@ -105,7 +105,7 @@ def test_key_check_catches_hidden_state():
 
 def test_key_check_needs_a_keyed_transform():
     with pytest.raises(TypeError, match="transform\\(tree, key\\)"):
-        check_key_deterministic(lambda t: t)
+        check_key_deterministic(lambda t: t)  # type: ignore[arg-type]
 
 
 @given(pytrees())
@@ -181,3 +181,72 @@ def test_import_without_hypothesis_says_what_to_install(tmp_path):
     out = _python(script, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------ the kinds drawn
+
+
+def _kinds(tree):
+    """The kinds of node in `tree`, every node visited (boxes and modules included)."""
+    import flax.linen as nn
+    from flax import nnx
+    from penzai.core.variables import Parameter
+
+    from treewalk.testing import NnxNode, Static
+
+    found, seen = set(), {}
+    kinds = {
+        "nnx module": NnxNode,
+        "nnx variable": nnx.Variable,
+        "nnx state": nnx.State,
+        "partitioned": nn.Partitioned,
+        "penzai parameter": Parameter,
+        "static": Static,
+    }
+
+    def visit(x):
+        found.update(k for k, t in kinds.items() if isinstance(x, t))
+        if x is None:
+            found.add("none")
+        if isinstance(x, jax.Array | nnx.Variable):
+            if id(x) in seen:
+                found.add("shared variable" if isinstance(x, nnx.Variable) else "tied array")
+            seen[id(x)] = x  # kept alive, so ids stay distinct
+        return False
+
+    jax.tree_util.tree_flatten(tree, is_leaf=visit)
+    return found
+
+
+ALL_KINDS = {"nnx module", "nnx variable", "nnx state", "partitioned", "penzai parameter",
+             "static", "none", "tied array", "shared variable"}  # fmt: skip
+
+
+def _drawn(strategy, n=300):
+    found = set()
+
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None)
+    @given(strategy)
+    def collect(tree):
+        found.update(_kinds(tree))
+
+    collect()
+    return found
+
+
+def test_pytrees_draws_every_kind():
+    assert _drawn(pytrees()) >= ALL_KINDS
+
+
+def test_pytrees_kinds_can_be_turned_off():
+    off = pytrees(nnx=False, linen=False, penzai=False, static=False, ties=False, none=False)
+    assert not _drawn(off, n=100) & ALL_KINDS
+
+
+def test_trees_equal_looks_inside_leaf_boxes():
+    from penzai.core.variables import Parameter
+
+    a = {"p": Parameter(value=jnp.ones(2), label="w")}
+    assert trees_equal(a, {"p": Parameter(value=jnp.ones(2), label="w")})
+    assert not trees_equal(a, {"p": Parameter(value=jnp.zeros(2), label="w")})
+    assert not trees_equal(a, {"p": Parameter(value=jnp.ones(2), label="v")})

@@ -40,6 +40,7 @@ from ._laws import check_pure as check_pure  # noqa: E402
 from ._laws import check_structure_preserving as check_structure_preserving  # noqa: E402
 from ._nodes import Keyed as Keyed  # noqa: E402
 from ._nodes import Pair as Pair  # noqa: E402
+from ._nodes import Static as Static  # noqa: E402
 from ._nodes import Unkeyed as Unkeyed  # noqa: E402
 from ._nodes import trees_equal as trees_equal  # noqa: E402
 from ._strategies import leaves as leaves  # noqa: E402
@@ -50,6 +51,7 @@ from ._strategies import selectors as selectors  # noqa: E402
 __all__ = [
     "Keyed",
     "Pair",
+    "Static",
     "Unkeyed",
     "check_key_deterministic",
     "check_laws",
@@ -64,12 +66,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `EqxNode` subclasses `eqx.Module`: made on first use, so that importing
-    # treewalk.testing imports no framework.
-    if name == "EqxNode":
+    # `EqxNode` and `NnxNode` subclass `eqx.Module` and `nnx.Module`: made on first use,
+    # so that importing treewalk.testing imports no framework.
+    if name in ("EqxNode", "NnxNode"):
+        from ._kinds import nnx_node
         from ._nodes import eqx_node
 
-        cls = eqx_node()
+        cls = eqx_node() if name == "EqxNode" else nnx_node()
         if cls is not None:
             return cls
     raise AttributeError(f"module 'treewalk.testing' has no attribute {name!r}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+from .._frameworks import unboxed
 
 
 class Pair(NamedTuple):
@@ -66,12 +69,25 @@ class Unkeyed:
         return f"Unkeyed{self.items!r}"
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """A static node (`jax.tree_util.register_static`): no children, part of the treedef."""
+
+    tag: str
+
+
 def _eq(a: Any, b: Any) -> bool:
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     if ta != tb:
         return False
     for x, y in zip(la, lb, strict=True):
+        ux, uy = unboxed(x), unboxed(y)
+        if ux is not x or uy is not y:  # a box that is a leaf (a penzai Parameter)
+            if type(x) is not type(y) or getattr(x, "label", None) != getattr(y, "label", None):
+                return False
+            x, y = ux, uy
         if isinstance(x, jax.Array | np.ndarray) or isinstance(y, jax.Array | np.ndarray):
             if not (np.shape(x) == np.shape(y) and np.array_equal(x, y, equal_nan=True)):
                 return False

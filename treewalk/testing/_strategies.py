@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from .._path import path_segments
 from .._query import paths
 from .._selectors import Selector, arrays, everything, glob, inside, name, of_type, predicate
-from ._nodes import Keyed, Pair, Unkeyed, eqx_node
+from ._kinds import linen_kinds, nnx_kinds, penzai_kinds
+from ._nodes import Keyed, Pair, Static, Unkeyed, eqx_node
 
 _DTYPES = (jnp.float32, jnp.int32, jnp.bool_, jnp.float16)
 _KEYS = st.sampled_from(["a", "b", "w", "bias", "kernel", "layer_0", "layer_1", "mlp/~/linear_0"])
@@ -44,8 +45,31 @@ def pytrees(
     none: bool = True,
     custom: bool = True,
     equinox: bool = True,
+    nnx: bool = True,
+    linen: bool = True,
+    penzai: bool = True,
+    static: bool = True,
+    ties: bool = True,
 ) -> st.SearchStrategy[Any]:
-    """A strategy for pytrees.
+    """A strategy for pytrees: the kinds of trees treewalk's calls must agree on.
+
+    Every kind below is drawn unless its argument is `False`; a framework's kinds only
+    when the framework is installed (it is imported when `pytrees()` is called, not when
+    `treewalk.testing` is imported).
+
+    - Containers: dicts (keys such as `"bias"`, `"kernel"`, Haiku's `"mlp/~/linear_0"`),
+      lists, tuples.
+    - Leaves: arrays of small shapes (empty ones included) and dtypes `float32`, `int32`,
+      `bool`, `float16`; non-array leaves (ints, floats, functions, strings); `None`.
+    - Custom nodes: `Pair` (a namedtuple), `Keyed` (registered with keys), `Unkeyed`
+      (without keys), and `Static` nodes (`jax.tree_util.register_static`: no children).
+    - Equinox modules with a static field.
+    - Flax NNX: modules (`NnxNode`) holding `Variable`s, other modules or any subtree;
+      `nnx.Param`/`nnx.BatchStat` variables on their own; `nnx.State` of a module.
+    - Flax linen `Partitioned` boxes (`nn.Partitioned(x, names=...)`).
+    - penzai `Parameter`s (`pz.Parameter(value=x, label=...)`), mutable leaves.
+    - Ties: one subtree (its arrays included) reached by two paths (`[t, t]`), and one
+      NNX `Variable` shared by two modules.
 
     **Arguments:**
 
@@ -53,11 +77,46 @@ def pytrees(
     - `non_arrays`: include non-array leaves (ints, floats, functions, strings).
     - `none`: include `None` children (absent optional arrays).
     - `custom`: include `Pair` (namedtuple), `Keyed` and `Unkeyed` custom nodes.
-    - `equinox`: include Equinox modules with a static field (if Equinox is installed).
+    - `equinox`: include Equinox modules with a static field.
+    - `nnx`: include NNX modules, `Variable`s, `State` and shared `Variable`s.
+    - `linen`: include linen `Partitioned` boxes.
+    - `penzai`: include penzai `Parameter`s.
+    - `static`: include `Static` nodes.
+    - `ties`: include subtrees reached by two paths (and, with `nnx`, shared `Variable`s).
+
+    **Returns:**
+
+    A hypothesis strategy.
+
+    !!! Example
+
+        ```python
+        from hypothesis import given, settings
+        import treewalk as tw
+        from treewalk.testing import pytrees, trees_equal
+
+        @settings(max_examples=20, deadline=None)
+        @given(pytrees())
+        def test_zeroing_is_idempotent(tree):
+            once = tw.replace(tree, tw.arrays, tw.zeros, strict=False)
+            assert trees_equal(once, tw.replace(once, tw.arrays, tw.zeros, strict=False))
+
+        test_zeroing_is_idempotent()
+        ```
     """
+    arrays_only = leaves(non_arrays=False)
     base = leaves(non_arrays=non_arrays)
+    extra_leaves: list[st.SearchStrategy[Any]] = []
     if none:
-        base = st.one_of(base, st.none())
+        extra_leaves.append(st.none())
+    if static:
+        extra_leaves.append(st.sampled_from(["s", "t"]).map(Static))
+    if linen:
+        extra_leaves += linen_kinds(arrays_only)
+    if penzai:
+        extra_leaves += penzai_kinds(arrays_only)
+    if extra_leaves:  # three in four leaves stay plain ones
+        base = st.one_of(base, base, base, st.one_of(extra_leaves))
 
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         options = [
@@ -74,6 +133,10 @@ def pytrees(
         eqx_cls = eqx_node() if equinox else None
         if eqx_cls is not None:
             options.append(st.builds(eqx_cls, children, children, st.sampled_from(["x", "y"])))
+        if nnx:
+            options += nnx_kinds(children, arrays_only, ties)
+        if ties:
+            options.append(children.map(lambda t: [t, t]))
         return st.one_of(options)
 
     return st.recursive(base, extend, max_leaves=max_leaves)
