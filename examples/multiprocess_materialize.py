@@ -76,9 +76,8 @@ def worker(process_id: int, port: int) -> None:
         assert len(leaves) == len(refs) == 10
         held = 0
         for x, r in zip(leaves, refs, strict=True):
-            assert (
-                not x.is_fully_addressable
-            )  # this process does not hold it all
+            # This process does not hold it all.
+            assert not x.is_fully_addressable
             assert len(x.addressable_shards) == LOCAL_DEVICES
             for shard in x.addressable_shards:
                 assert shard.data.shape[0] == x.shape[0] // jax.device_count()

@@ -47,9 +47,8 @@ class TwoLayer(nnx.Module):
 
 
 model = TwoLayer(nnx.Rngs(1))
-model = tw.replace(
-    model, "**/bias", tw.ones
-)  # NNX biases start at zero: make the change visible
+# NNX biases start at zero: make the change visible.
+model = tw.replace(model, "**/bias", tw.ones)
 new_model = reinit(model, key)
 report("Flax NNX model", model, new_model)
 assert isinstance(new_model.l1.kernel, nnx.Param)  # the Param boxes survive
