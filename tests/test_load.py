@@ -2,6 +2,8 @@
 tests/fixtures were made by real PyTorch (tests/fixtures/make_torch_fixtures.py); the
 nets are re-implemented in Equinox, Flax NNX, linen and Haiku in tests/load_models.py."""
 
+import mmap
+
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -320,3 +322,15 @@ def test_a_tied_weight_stored_once_loads_into_both_places():
     out = tw.load(tree, {"embed.weight": value})
     assert out["head"]["weight"] is out["embed"]["weight"]
     np.testing.assert_array_equal(out["head"]["weight"], value)
+
+
+def test_the_loaded_model_never_shares_memory_with_the_source():
+    # A page-aligned array, which JAX's CPU client would alias rather than copy.
+    weight = np.frombuffer(mmap.mmap(-1, 2 * 3 * 4), np.float32).reshape(2, 3)
+    weight[...] = 1.0
+    sd = {"weight": weight, "bias": np.zeros(2, np.float32)}
+    lin = tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), sd, layout="torch")
+    numpy_tree = tw.load({"weight": np.zeros((2, 3), np.float32)}, {"weight": weight})
+    weight[...] = 7.0  # the caller keeps using its arrays
+    np.testing.assert_array_equal(lin.weight, np.ones((2, 3)))
+    np.testing.assert_array_equal(numpy_tree["weight"], np.ones((2, 3)))

@@ -10,7 +10,7 @@ from jaxtyping import PyTree
 from ._checkpoint import check_layout, convert_weight, model_leaves
 from ._errors import ArgumentError
 from ._frameworks.checkpoint import VECTOR_ROLES
-from ._load_plan import Rename, _renamer
+from ._load_plan import Rename, renamer_of
 from ._load_source import normalise
 
 
@@ -68,7 +68,7 @@ def export(
     check_layout(layout, "layout")
     check_layout(into, "into")
     framework, leaves = model_leaves(tree, into)
-    renamer = _renamer(rename)
+    renamer = renamer_of(rename)
     sep = "." if layout in ("torch", "equinox") else "/"
     out: dict[str, np.ndarray] = {}
     source: dict[str, str] = {}

@@ -14,6 +14,7 @@ from jaxtyping import PyTree
 from ._errors import LoadError
 from ._frameworks import box_partitioning
 from ._load_plan import LoadPlan, Rename, Step, plan
+from ._load_source import Source, staging
 from ._replace import replace
 from ._selectors import arrays
 
@@ -31,9 +32,10 @@ def load_plan(
     Nothing is read but the source's keys, shapes and dtypes, and nothing is raised for a
     problem: every row says what would happen. `print` it for a table of destination
     path, source key, conversion (rename, transpose, reshape, cast) and status: `load`,
-    `tied` (the same array as another destination being loaded), `skip`, or a problem — `missing` (nothing loads into this destination array), `unused`
-    (no destination for this source key), `mismatch` (shape or dtype), `twice` (two source
-    keys for one array).
+    `tied` (the same array as another destination being loaded), `skip`, or a problem —
+    `missing` (nothing loads into this destination array), `unused` (no destination for
+    this source key), `mismatch` (shape or dtype), `twice` (two source keys for one
+    array).
 
     **Arguments:** as for `tw.load`.
 
@@ -120,8 +122,9 @@ def load(
       NNX) or `"haiku"`. `None`: a pytree source's own framework, else the destination's
       (nothing converted but vector reshapes and casts).
     - `rename`: `(regex, replacement)` pairs applied in order with `re.sub` to the source
-      key written with `/` (`[(r"^0/", "layers/0/")]`), or a callable
-      `key -> destination path, or None to skip the key`.
+      key written with `/` (`[(r"^0/", "layers/0/")]`), or a callable given that key
+      and returning the destination path (`"layers/0/weight"`), or `None` to skip the
+      key. The result may use the source's names or the destination's.
     - `strict`: `True` (default): any problem raises. `False`: destination arrays nothing
       loads into keep their values and unused source keys are ignored; shape and dtype
       mismatches still raise (skip such keys with `rename`).
@@ -176,16 +179,16 @@ def _place(p: LoadPlan, step: Step, mesh: Any) -> Any:
     """The array for `step`, read, converted and put where the destination lives."""
     leaf = step.leaf
     assert leaf is not None and step.key is not None
-    node = leaf.node
+    node, src, key = leaf.node, p.source, step.key
     if isinstance(node, np.ndarray):  # a numpy leaf stays numpy (and keeps float64)
-        return step.convert(p.source.read(step.key))
+        return _own(src, step.convert(src.read(key)))
     sharding = _sharding(node, leaf.box, mesh)
     if sharding is None or len(sharding.device_set) == 1:
-        return jax.device_put(step.convert(p.source.read(step.key)), sharding)
-    src, key = p.source, step.key
+        # On the CPU `device_put` may alias a numpy array: only ever hand it our own.
+        return jax.device_put(_own(src, step.convert(src.read(key))), sharding)
     if step.reshape:
         whole = step.convert(src.read(key))
-        return jax.make_array_from_callback(node.shape, sharding, lambda i: whole[i])
+        return jax.make_array_from_callback(node.shape, sharding, lambda i: _own(src, whole[i]))
     perm = step.perm
 
     def shard(index: Any) -> np.ndarray:
@@ -194,9 +197,19 @@ def _place(p: LoadPlan, step: Step, mesh: Any) -> Any:
             for j, axis in enumerate(perm):
                 src_index[axis] = index[j]
             index = tuple(src_index)
-        return step.convert(src.read_index(key, index))
+        return _own(src, step.convert(src.read_index(key, index)))
 
     return jax.make_array_from_callback(tuple(node.shape), sharding, shard)
+
+
+def _own(src: Source, array: np.ndarray) -> np.ndarray:
+    """`array`, or a copy of it when it may be memory the caller still holds (a mapping
+    source's numpy array or PyTorch tensor): the loaded model never shares it."""
+    if src.owned or not array.flags.writeable:
+        return array
+    out = staging(array.shape, array.dtype)
+    np.copyto(out, array)
+    return out
 
 
 def _sharding(node: Any, box: Any, mesh: Any) -> Sharding | None:

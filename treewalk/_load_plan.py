@@ -185,7 +185,7 @@ def _describe(s: Step) -> str:
     return f"{s.destination!r} <- {s.key!r}: {s.why}"
 
 
-def _renamer(rename: Rename) -> Callable[[str], str | None]:
+def renamer_of(rename: Rename) -> Callable[[str], str | None]:
     if rename is None:
         return lambda k: k
     if callable(rename):
@@ -243,7 +243,7 @@ def plan(
         alias = leaf.name_in(layout)
         if alias is not None:
             aliases.setdefault(normalise(alias), i)
-    renamer = _renamer(rename)
+    renamer = renamer_of(rename)
     found: dict[int, list[tuple[str, str]]] = {}
     extra: list[Step] = []
     for key in src.keys():

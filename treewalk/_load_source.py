@@ -47,6 +47,8 @@ class Source:
 
     #: The convention the source is in, when the source itself says (a pytree's framework).
     layout: str | None = None
+    #: Are the arrays `read` returns fresh (a file's), not memory the caller holds?
+    owned = True
 
     def keys(self) -> list[str]:
         raise NotImplementedError
@@ -63,6 +65,8 @@ class Source:
 
 
 class MappingSource(Source):
+    owned = False
+
     def __init__(self, mapping: Mapping[str, Any]) -> None:
         self.mapping = mapping
 
