@@ -135,3 +135,26 @@ def test_errors():
         tw.init.empirical({"a": jnp.zeros(3)}, _batch, lambda m, b: 0.0, "a")
     with pytest.raises(tw.ArgumentError, match="loss_fn"):
         tw.init.empirical(mlp, _batch, None, eqx.nn.Linear)  # type: ignore[arg-type]
+
+
+def test_grad_scales_wrap_each_layer_in_its_own_framework():
+    """With `grad_scales=True` (the default) every selected layer is wrapped in a
+    `GradScaled` module of its framework: paths gain a `layer` segment, the scale is
+    static (not a leaf an optimiser would see)."""
+    x = X[:16]
+    mlp = eqx.nn.MLP(1, 1, 8, 1, key=jax.random.key(0))
+    new = tw.init.empirical(mlp, x, lambda m, x: jnp.mean(jax.vmap(m)(x) ** 2), eqx.nn.Linear)
+    assert isinstance(new.layers[0], eqx.Module) and type(new.layers[0]).__name__ == "GradScaled"
+    assert [tw.path_str(p) for p in tw.paths(new, "**/weight")] == [
+        "layers/0/layer/weight",
+        "layers/1/layer/weight",
+    ]
+    assert len(jax.tree.leaves(new)) == len(jax.tree.leaves(mlp))
+    assert isinstance(new.layers[0].grad_scale, float)
+
+    model = nnx.Sequential(nnx.Linear(1, 8, rngs=nnx.Rngs(0)), nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+    new = tw.init.empirical(model, x, lambda m, x: jnp.mean(m(x) ** 2), nnx.Linear)
+    first = new.layers[0]
+    assert isinstance(first, nnx.Module) and type(first).__name__ == "GradScaled"
+    assert isinstance(first.grad_scale, float) and isinstance(first.layer, nnx.Linear)
+    assert len(jax.tree.leaves(nnx.state(new, nnx.Param))) == 4
