@@ -334,3 +334,47 @@ def test_the_loaded_model_never_shares_memory_with_the_source():
     weight[...] = 7.0  # the caller keeps using its arrays
     np.testing.assert_array_equal(lin.weight, np.ones((2, 3)))
     np.testing.assert_array_equal(numpy_tree["weight"], np.ones((2, 3)))
+
+
+def test_into_names_the_convention_of_a_plain_dict():
+    norm = {"norm": {"scale": jnp.zeros(4), "bias": jnp.zeros(4)}}  # no kernel: not told
+    sd = {"norm.weight": np.full(4, 2.0, np.float32), "norm.bias": np.ones(4, np.float32)}
+    with pytest.raises(tw.LoadError, match="'norm/scale'"):
+        tw.load(norm, sd, layout="torch")
+    out = tw.load(norm, sd, layout="torch", into="flax")
+    np.testing.assert_array_equal(out["norm"]["scale"], sd["norm.weight"])
+
+
+def test_haiku_module_names_are_reached_with_a_prefix_rule():
+    x, y = io("convnet")
+    params = {f"net/~/{k}": v for k, v in haiku_convnet.init(jax.random.key(0), x).items()}
+    loaded = tw.load(params, CONVNET, layout="torch", rename=[(r"^", "net/~/")])
+    unprefixed = {k.removeprefix("net/~/"): v for k, v in loaded.items()}
+    close(haiku_convnet.apply(unprefixed, x), y)
+
+
+@pytest.mark.parametrize("ndim", [1, 3])
+def test_conv_1d_and_3d_layouts(ndim):
+    # PyTorch ConvNd weight (out, in, *k); Flax/Haiku kernel (*k, in, out).
+    k = (2,) * ndim
+    weight = np.arange(3 * 2 * 2**ndim, dtype=np.float32).reshape(3, 2, *k)
+    sd = {"weight": weight, "bias": np.arange(3, dtype=np.float32)}
+    conv = nnx.Conv(2, 3, k, padding="VALID", rngs=nnx.Rngs(0))
+    loaded = tw.load(conv, sd, layout="torch")
+    np.testing.assert_array_equal(loaded.kernel[...], np.moveaxis(weight, (0, 1), (-1, -2)))
+    make = eqx.nn.Conv1d if ndim == 1 else eqx.nn.Conv3d
+    eqx_conv = tw.load(make(2, 3, 2, key=jax.random.key(0)), sd, layout="torch")
+    np.testing.assert_array_equal(eqx_conv.weight, weight)
+    assert eqx_conv.bias.shape == (3,) + (1,) * ndim
+    if ndim == 1:  # the two compute the same convolution (NCW vs NWC)
+        x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+        close(np.moveaxis(loaded(x.T[None])[0], -1, 0), eqx_conv(x))
+
+
+def test_long_problem_lists_are_cut_short():
+    sd = {f"junk.{i}": np.zeros(1) for i in range(30)}
+    with pytest.raises(tw.LoadError) as info:
+        tw.load({"w": jnp.zeros(1)}, sd)
+    msg = str(info.value)
+    assert "'junk.9'" in msg and "'junk.10'" not in msg and "... and 20 more" in msg
+    assert len(info.value.plan.problems()) == 31
