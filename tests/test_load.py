@@ -378,3 +378,11 @@ def test_long_problem_lists_are_cut_short():
     msg = str(info.value)
     assert "'junk.9'" in msg and "'junk.10'" not in msg and "... and 20 more" in msg
     assert len(info.value.plan.problems()) == 31
+
+
+def test_a_forgotten_layout_is_pointed_out():
+    sd = {"weight": np.ones((2, 3), np.float32), "bias": np.ones(2, np.float32)}
+    with pytest.raises(tw.LoadError, match="needs layout='torch'"):
+        tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), sd)
+    with pytest.raises(tw.LoadError, match="strict=False does not skip"):
+        tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, layout="torch", strict=False)

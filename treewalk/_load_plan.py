@@ -26,7 +26,7 @@ from ._load_source import Source, normalise, open_source, staging
 
 Rename: TypeAlias = Sequence[tuple[str, str]] | Callable[[str], str | None] | None
 
-#: The statuses of a plan's rows; all but `load` and `skip` are problems.
+#: The statuses of a plan's rows that are problems (`load`, `tied` and `skip` are not).
 PROBLEMS = ("missing", "unused", "mismatch", "twice")
 _LISTED = 10
 
@@ -114,6 +114,8 @@ class LoadPlan:
         self, steps: list[Step], layout: str | None, framework: str | None, source: Source
     ) -> None:
         self.steps, self.layout, self.framework, self.source = steps, layout, framework, source
+        #: Was `layout` passed (or told by a pytree source), not taken from the destination?
+        self.layout_given = True
 
     def problems(self, strict: bool = True) -> list[Step]:
         """The rows that stop `tw.load(..., strict=strict)`."""
@@ -167,11 +169,21 @@ class LoadPlan:
             out += [f"  {_describe(s)}" for s in rows[:_LISTED]]
             if len(rows) > _LISTED:
                 out.append(f"  ... and {len(rows) - _LISTED} more")
+        if not self.layout_given and any(s.status == "missing" for s in bad):
+            out.append(
+                f"The source's convention was taken to be the destination's "
+                f"({self.layout or 'none known'}); a PyTorch state_dict needs layout='torch'."
+            )
         out.append(
             "Fix: map source keys onto destination paths with rename=[(regex, replacement)] "
             "(or a callable returning None to skip a key), give the source's convention with "
-            "layout='torch'|'equinox'|'flax'|'haiku', or pass strict=False to load what "
-            "matches; print(tw.load_plan(...)) shows the whole plan."
+            "layout='torch'|'equinox'|'flax'|'haiku'"
+            + (
+                ", or pass strict=False to load what matches"
+                if strict
+                else " (strict=False does not skip shape or dtype mismatches)"
+            )
+            + "; print(tw.load_plan(...)) shows the whole plan."
         )
         return "\n".join(out)
 
@@ -235,6 +247,7 @@ def plan(
     check_layout(into, "into")
     src = open_source(source, flatten_source)
     framework, leaves = model_leaves(tree, into)
+    given = (layout or src.layout) is not None
     layout = layout or src.layout or framework
     aliases: dict[str, int] = {}
     for i, leaf in enumerate(leaves):
@@ -271,7 +284,9 @@ def plan(
             continue
         steps.append(_step(leaf, hits[0][0], hits[0][1], src, layout))
     _ties(steps)
-    return LoadPlan(steps + extra, layout, framework, src)
+    out = LoadPlan(steps + extra, layout, framework, src)
+    out.layout_given = given
+    return out
 
 
 def _ties(steps: list[Step]) -> None:
