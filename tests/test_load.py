@@ -386,3 +386,18 @@ def test_a_forgotten_layout_is_pointed_out():
         tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), sd)
     with pytest.raises(tw.LoadError, match="strict=False does not skip"):
         tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, layout="torch", strict=False)
+
+
+def test_penzai_parameters_load_by_name_and_stay_parameters():
+    from penzai import pz
+
+    layer = pz.nn.Linear.from_config(
+        name="fc", init_base_rng=jax.random.key(0), input_axes={"i": 4}, output_axes={"o": 3}
+    )
+    before = np.array(layer.weights.value.data_array)
+    out = tw.export(layer)
+    assert list(out) == ["weights"] and out["weights"].shape == (4, 3)
+    loaded = tw.load(layer, {"weights": out["weights"] + 1})
+    assert isinstance(loaded.weights, pz.Parameter) and loaded.weights is not layer.weights
+    np.testing.assert_allclose(loaded.weights.value.data_array, before + 1)
+    np.testing.assert_array_equal(layer.weights.value.data_array, before)  # input untouched

@@ -35,7 +35,7 @@ class Leaf:
 
     def name_in(self, layout: str | None) -> str | None:
         """This leaf's path with its last segment named as `layout` names its role."""
-        if layout is None or not self.kind or not self.segments:
+        if layout not in conv.NAMES or not self.kind or not self.segments:
             return None
         name = conv.NAMES[layout][self.kind].get(self.role)
         if name is None:
@@ -119,7 +119,9 @@ def convert_weight(
     leaf: Leaf, src: str | None, dst: str | None, ndim: int
 ) -> tuple[int, ...] | None:
     """The transpose that takes `leaf`'s weight from convention `src` to `dst`, if any."""
-    if leaf.kind != "dense" or leaf.role != "weight" or src is None or dst is None:
+    if leaf.kind != "dense" or leaf.role != "weight":
+        return None
+    if src not in conv.WEIGHT_AXES or dst not in conv.WEIGHT_AXES:
         return None
     return conv.weight_perm(src, dst, ndim)
 

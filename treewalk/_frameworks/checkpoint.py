@@ -83,11 +83,14 @@ _NOT_CONVERTED = (("equinox.nn", ("ConvTranspose",)), ("flax.nnx", ("ConvTranspo
 
 
 def framework_of_node(node: Any) -> str | None:
-    """`"equinox"` or `"flax"` for a node of those frameworks (module, `nnx.State`)."""
+    """`"equinox"`, `"flax"` or `"penzai"` for a node of those frameworks (a module,
+    an `nnx.State`, a penzai layer)."""
     if isinstance(node, _attr("equinox", "Module")):
         return "equinox"
     if isinstance(node, _attr("flax.nnx", "Module", "State", "Variable")):
         return "flax"
+    if isinstance(node, _attr("penzai.core.struct", "Struct")):
+        return "penzai"  # named axes: no convention is converted, names load as they are
     return None
 
 
