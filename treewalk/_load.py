@@ -165,27 +165,53 @@ def load(
     todo = {s.leaf.key: s for s in p.steps if s.status == "load" and s.leaf is not None}
     if not todo:
         return tree
-
-    def put(path: Any, node: Any, key: Any) -> Any:
-        step = todo.get(keystr(path))
-        if step is None:
-            return node
-        return _place(p, step, mesh)
-
-    return replace(tree, arrays, put, strict=False)
+    new = _read(p, todo, mesh)
+    return replace(tree, arrays, lambda path, node, key: new.get(keystr(path), node), strict=False)
 
 
-def _place(p: LoadPlan, step: Step, mesh: Any) -> Any:
-    """The array for `step`, read, converted and put where the destination lives."""
-    leaf = step.leaf
-    assert leaf is not None and step.key is not None
-    node, src, key = leaf.node, p.source, step.key
-    if isinstance(node, np.ndarray):  # a numpy leaf stays numpy (and keeps float64)
-        return _own(src, step.convert(src.read(key)))
-    sharding = _sharding(node, leaf.box, mesh)
-    if sharding is None or len(sharding.device_set) == 1:
+#: Arrays for one device are put there in batches of about this many bytes: one
+#: `device_put` per batch (not per array), with only one batch on the host at a time.
+_BATCH_BYTES = 64 << 20
+
+
+def _read(p: LoadPlan, todo: dict[str, Step], mesh: Any) -> dict[str, Any]:
+    """Every array of the plan, read, converted and placed, by destination `keystr`."""
+    src, out = p.source, {}
+    batch: list[tuple[str, np.ndarray]] = []
+    where: Any = None
+    size = 0
+
+    def flush() -> None:
+        if batch:
+            put = jax.device_put([a for _, a in batch], where)
+            out.update(zip([k for k, _ in batch], put, strict=True))
+            batch.clear()
+
+    for name, step in todo.items():
+        leaf, key = step.leaf, step.key
+        assert leaf is not None and key is not None
+        if isinstance(leaf.node, np.ndarray):  # a numpy leaf stays numpy (keeps float64)
+            out[name] = _own(src, step.convert(src.read(key)))
+            continue
+        sharding = _sharding(leaf.node, leaf.box, mesh)
+        if sharding is not None and len(sharding.device_set) > 1:
+            out[name] = _sharded(src, step, sharding)
+            continue
+        if sharding != where or size >= _BATCH_BYTES:
+            flush()
+            where, size = sharding, 0
         # On the CPU `device_put` may alias a numpy array: only ever hand it our own.
-        return jax.device_put(_own(src, step.convert(src.read(key))), sharding)
+        array = _own(src, step.convert(src.read(key)))
+        batch.append((name, array))
+        size += array.nbytes
+    flush()
+    return out
+
+
+def _sharded(src: Source, step: Step, sharding: Sharding) -> jax.Array:
+    """The array for `step` in `sharding`, each device given (and read) only its shard."""
+    assert step.leaf is not None and step.key is not None
+    node, key = step.leaf.node, step.key
     if step.reshape:
         whole = step.convert(src.read(key))
         return jax.make_array_from_callback(node.shape, sharding, lambda i: _own(src, whole[i]))

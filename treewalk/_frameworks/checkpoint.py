@@ -106,6 +106,18 @@ def framework_of_names(names: set[str], segments: set[str]) -> str | None:
 
 def typed_kind(layer: Any) -> tuple[str, str] | None:
     """`(framework, kind)` of an Equinox or NNX layer whose convention is known."""
+    cls = type(layer)
+    # A type's answer never changes (a class made before Equinox was imported cannot be an
+    # Equinox layer), so it is worked out once per type.
+    if cls not in _KINDS:
+        _KINDS[cls] = _typed_kind(layer)
+    return _KINDS[cls]
+
+
+_KINDS: dict[type, tuple[str, str] | None] = {}
+
+
+def _typed_kind(layer: Any) -> tuple[str, str] | None:
     for module, names in _NOT_CONVERTED:
         if isinstance(layer, _attr(module, *names)):
             return None
