@@ -2,6 +2,7 @@
 
     python bench/load.py              # 64 layers of Linear(2048, 2048): 1.07 GB
     python bench/load.py --mb 100     # a smaller file, for a quick look
+    python bench/load.py --many 500   # also: 500 Linear(8, 8) from a flat dict
 
 The file is a PyTorch-style state_dict (`layers.<i>.weight` `(out, in)`, `layers.<i>.bias`)
 of a list of `eqx.nn.Linear`. Four variants, each in its own subprocess:
@@ -108,10 +109,45 @@ def worker(variant: str, path: str, layers: int) -> dict:
     }
 
 
+def many_small(layers: int) -> None:
+    """A flat `{key: numpy}` state_dict of many small layers: `tw.load` against one
+    `eqx.tree_at` per layer (each rebuilds the whole model: quadratic)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    import treewalk as tw
+
+    model = [eqx.nn.Linear(8, 8, key=k) for k in jax.random.split(jax.random.key(0), layers)]
+    rng = np.random.default_rng(0)
+    sd = {}
+    for i in range(layers):
+        sd[f"{i}.weight"] = rng.standard_normal((8, 8), np.float32)
+        sd[f"{i}.bias"] = rng.standard_normal(8, np.float32)
+    tw.load(model, sd, layout="torch")  # warm-up
+    t0 = time.perf_counter()
+    ours = jax.block_until_ready(tw.load(model, sd, layout="torch"))
+    t_tw = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loop = model
+    for i in range(layers):
+        new = (jnp.asarray(sd[f"{i}.weight"]), jnp.asarray(sd[f"{i}.bias"]))
+        loop = eqx.tree_at(lambda m, i=i: (m[i].weight, m[i].bias), loop, new)
+    loop = jax.block_until_ready(loop)
+    t_loop = time.perf_counter() - t0
+    pairs = zip(jax.tree.leaves(ours), jax.tree.leaves(loop), strict=True)
+    assert all((a == b).all() for a, b in pairs)
+    print(
+        f"{layers} x Linear(8, 8) from a dict: tw.load {t_tw:.2f} s, tree_at loop "
+        f"{t_loop:.2f} s (loop / tw = {t_loop / t_tw:.1f})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=1070.0, help="file size, MB")
     parser.add_argument("--repeats", type=int, default=3, help="subprocesses per variant")
+    parser.add_argument("--many", type=int, default=0, help="also N small layers from a dict")
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT", "PATH", "LAYERS"))
     args = parser.parse_args()
     if args.worker:
@@ -150,6 +186,8 @@ def main() -> None:
         for kind in ("abstract", "concrete"):
             speed = results[f"loop {kind}"]["wall_s"] / results[f"tw {kind}"]["wall_s"]
             print(f"{kind}: loop / tw wall time = {speed:.2f}")
+    if args.many:
+        many_small(args.many)
 
 
 if __name__ == "__main__":
