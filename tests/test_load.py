@@ -401,3 +401,19 @@ def test_penzai_parameters_load_by_name_and_stay_parameters():
     assert isinstance(loaded.weights, pz.Parameter) and loaded.weights is not layer.weights
     np.testing.assert_allclose(loaded.weights.value.data_array, before + 1)
     np.testing.assert_array_equal(layer.weights.value.data_array, before)  # input untouched
+
+
+def test_a_file_that_is_not_safetensors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(tw.ArgumentError, match="is not a safetensors file"):
+        tw.load({"w": jnp.zeros(1)}, bad)
+
+
+def test_bfloat16_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+
+    value = np.arange(4, dtype=jnp.bfloat16)
+    save_file({"w": value}, str(tmp_path / "b.safetensors"))
+    out = tw.load({"w": jnp.zeros(4, jnp.float32)}, tmp_path / "b.safetensors")
+    np.testing.assert_array_equal(out["w"], [0, 1, 2, 3])

@@ -25,6 +25,8 @@ _ST_DTYPES = {
     "F32": "float32",
     "F16": "float16",
     "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
     "I64": "int64",
     "I32": "int32",
     "I16": "int16",
@@ -92,9 +94,14 @@ class SafetensorsSource(Source):
         import jax.numpy as jnp
 
         self.path = path
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if n > os.path.getsize(path) - 8:
+                    raise ValueError("header length past the end of the file")
+                header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ArgumentError(f"tw.load: {path!r} is not a safetensors file ({e}).") from None
         self._start = 8 + n
         self._meta: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self._offsets: dict[str, tuple[int, int]] = {}
