@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from load_models import (
     ENCODER_RENAME,
     FIXTURES,
@@ -417,3 +419,22 @@ def test_bfloat16_safetensors(tmp_path):
     save_file({"w": value}, str(tmp_path / "b.safetensors"))
     out = tw.load({"w": jnp.zeros(4, jnp.float32)}, tmp_path / "b.safetensors")
     np.testing.assert_array_equal(out["w"], [0, 1, 2, 3])
+
+
+@settings(max_examples=30)
+@given(
+    ndim=st.integers(2, 5),
+    src=st.sampled_from(["torch", "equinox", "flax", "haiku"]),
+    dst=st.sampled_from(["torch", "equinox", "flax", "haiku"]),
+)
+def test_weight_layouts_convert_both_ways(ndim, src, dst):
+    from treewalk._frameworks.checkpoint import WEIGHT_AXES, weight_perm
+
+    shape = tuple(range(2, 2 + ndim))
+    x = np.arange(np.prod(shape)).reshape(shape)
+    there, back = weight_perm(src, dst, ndim), weight_perm(dst, src, ndim)
+    y = x if there is None else x.transpose(there)
+    z = y if back is None else y.transpose(back)
+    np.testing.assert_array_equal(z, x)
+    if WEIGHT_AXES[src] == "oik" and WEIGHT_AXES[dst] == "kio":  # (o, i, *k) -> (*k, i, o)
+        np.testing.assert_array_equal(y, np.moveaxis(x, (0, 1), (-1, -2)))
