@@ -1,7 +1,7 @@
 """treewalk: select nodes of any JAX pytree by path, name, type or glob, and replace them
 with `fn(path, node, key)`."""
 
-import importlib.metadata
+from importlib import metadata as _metadata
 
 from jax.tree_util import DictKey as DictKey
 from jax.tree_util import FlattenedIndexKey as FlattenedIndexKey
@@ -32,6 +32,7 @@ from ._load import load_plan as load_plan
 from ._load_plan import LoadPlan as LoadPlan
 from ._materialize import materialize as materialize
 from ._nnx import nnx_filter as nnx_filter
+from ._node import Node as Node
 from ._path import BoxKey as BoxKey
 from ._path import path_segments as path_segments
 from ._path import path_str as path_str
@@ -55,4 +56,63 @@ from ._show import show as show
 from ._walk import postwalk as postwalk
 from ._walk import prewalk as prewalk
 
-__version__ = importlib.metadata.version("jax-treewalk")
+__version__ = _metadata.version("jax-treewalk")
+
+__all__ = [
+    "ArgumentError",
+    "BoxKey",
+    "CallbackError",
+    "DictKey",
+    "FlattenedIndexKey",
+    "GetAttrKey",
+    "InitError",
+    "LabelError",
+    "LoadError",
+    "LoadPlan",
+    "NoMatchError",
+    "Node",
+    "PRNGKeyError",
+    "PatternError",
+    "ReplacementError",
+    "Selector",
+    "SelectorError",
+    "SequenceKey",
+    "StructureError",
+    "TreewalkError",
+    "arrays",
+    "as_selector",
+    "constant",
+    "everything",
+    "export",
+    "glob",
+    "init",
+    "initializer",
+    "inside",
+    "key_for_path",
+    "labels",
+    "load",
+    "load_plan",
+    "mask",
+    "materialize",
+    "name",
+    "nnx_filter",
+    "of_type",
+    "ones",
+    "path_segments",
+    "path_str",
+    "paths",
+    "postwalk",
+    "predicate",
+    "prewalk",
+    "regex",
+    "replace",
+    "select",
+    "show",
+    "where",
+    "zeros",
+]
+
+
+def __dir__() -> list[str]:
+    # The API only: not the private modules Python records as attributes on import.
+    return [*__all__, "__version__"]

@@ -60,7 +60,7 @@ class TypeKinds(dict[type, int]):
         f = 0
         if issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer):
             f |= ARRAY | LEAF
-        elif x is not None and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(x)):
+        elif _is_jax_leaf(x):
             f |= LEAF
         if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
             f = (f & ~LEAF) | PYTREE_BOX
@@ -70,6 +70,12 @@ class TypeKinds(dict[type, int]):
             f |= MUTABLE
         self[t] = f
         return f
+
+
+def _is_jax_leaf(x: Any) -> bool:
+    """Is `x` a leaf to JAX? (An empty container is a node with no leaves, not a leaf.)"""
+    treedef = jax.tree_util.tree_structure(x)
+    return treedef.num_nodes == 1 and treedef.num_leaves == 1
 
 
 _kinds = TypeKinds()
@@ -162,6 +168,18 @@ _UNSET: Any = object()
 _LATE = (Ref, Flat, Boxed)
 
 
+def ready(v: Any) -> bool:
+    """Can `v` be finished without the hits' results (it holds no `Ref`)?"""
+    t = type(v)
+    if t is Ref:
+        return False
+    if t is Flat:
+        return v.out is not _UNSET or all(ready(v.values[j]) for j in v.pending)
+    if t is Boxed:
+        return v.out is not _UNSET or ready(v.inner)
+    return True
+
+
 def resolve(v: Any, results: list[Any] | None) -> Any:
     t = type(v)
     if t is Ref:
@@ -188,6 +206,8 @@ class Pass:
     - `rebuild`: build the values at all (a query only needs the hits).
     - `done`: the outputs of the shared mutable objects met so far; pass another pass's
       to copy a subtree consistently with it.
+    - `bare_leaf_boxes`: a box that is a JAX leaf (a penzai `Parameter`) gives the value
+      made of its content, not a new box around it (masks: a leaf for a leaf).
 
     `run(tree)` returns the top `Flat`; `hits` holds the hit `Node`s in pre-order, and
     `flat.finish(results)` rebuilds the tree with `results[i]` at `hits[i]`.
@@ -203,17 +223,20 @@ class Pass:
         boxes: str = "open",
         rebuild: bool = True,
         done: dict[int, Any] | None = None,
+        bare_leaf_boxes: bool = False,
     ) -> None:
         check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
         check_callable("exclude", exclude, optional=True, hint="lambda path, node: ...")
         self.visit, self.leaf = visit, leaf
         self.is_leaf, self.exclude = is_leaf, exclude
         self.visit_boxes = boxes == "visit"
+        self.bare_leaf_boxes = bare_leaf_boxes
         self.rebuild = rebuild
         self.kinds = type_kinds()
         self.pytree_boxes = registry.pytree_boxes
         self.hits: list[Node] = []
         self.done: dict[int, Any] = {} if done is None else done
+        self.met_shared = False  # did the pass meet a shared mutable object?
 
     def flags(self, x: Any) -> int:
         return flags_of(x)
@@ -250,9 +273,11 @@ class Pass:
             f = kinds.get(type(y))
             if f is None:
                 f = kinds.learn(y)
-            if f & SHARED and id(y) in done:  # met before: the same output, not revisited
-                late(values, pending, done[id(y)] if rebuild else None)
-                return True
+            if f & SHARED:
+                self.met_shared = True
+                if id(y) in done:  # met before: the same output, not revisited
+                    late(values, pending, done[id(y)] if rebuild else None)
+                    return True
             if f & BOX:
                 return self._box(path, y, f, parents[d], values, pending, True)
             n = Node(path, y, None if d else outer, parents[d])
@@ -321,7 +346,8 @@ class Pass:
                 return True
             parent = n
         name, inner, rebox = unbox(box, () if f & LEAF_BOX else self.pytree_boxes)
-        out = Boxed(rebox, self.walk((*path, BoxKey(name)), inner, parent, box, False))
+        sub = self.walk((*path, BoxKey(name)), inner, parent, box, False)
+        out: Any = sub if f & LEAF_BOX and self.bare_leaf_boxes else Boxed(rebox, sub)
         if f & SHARED:
             self.done[id(box)] = out
         self._late(values, pending, out)

@@ -12,10 +12,11 @@ from jaxtyping import PyTree
 
 from ._errors import ArgumentError, InitError, NoMatchError
 from ._frameworks import box_partitioning
+from ._node import Node
 from ._path import path_str, show_path
+from ._query import find
 from ._replace import replace
-from ._scan import matches
-from ._selectors import Node, Selector, as_selector, predicate
+from ._selector import Selector, as_selector, predicate
 
 Plan = Mapping[Any, Any]
 
@@ -179,7 +180,7 @@ class _Materializer:
         for sel, fn in self.inits:
             sel = sel if sel is abstract else sel & abstract
             tree = replace(tree, sel, fn, key=key, keys=self.keys, strict=self.strict)
-        left = matches(tree, abstract)
+        left = find(tree, abstract)
         if left:
             shown = ", ".join(repr(path_str(n.path)) for n in left[:5])
             raise InitError(

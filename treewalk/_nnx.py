@@ -12,9 +12,10 @@ from typing import Any
 
 from jax.tree_util import GetAttrKey, SequenceKey
 
+from ._node import Node
 from ._path import BoxKey, Path, path_segments
-from ._scan import scan
-from ._selectors import Node, Selector, as_selector
+from ._query import leaf_values
+from ._selector import Selector, as_selector
 
 
 class NNXFilter:
@@ -100,9 +101,9 @@ def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], A
     match = sel.match
 
     def leaf(n: Node) -> Any:
-        if n.node is not None and match(n):
+        if match(n):
             selected.add(path_segments(n.path))
         return n.node
 
-    scan(lambda n: n.node, leaf=leaf)(model)
+    leaf_values(model, leaf, None)
     return NNXFilter(sel, frozenset(selected))

@@ -8,8 +8,37 @@ from ._path import Path, path_segments, segment
 
 
 class Node:
-    """What a selector sees of one node: its path, value, the box around it (if any) and
-    its parent's `Node`. `segs` (the path's segments) is computed on first use."""
+    """What a selector, and an `fn` with context, see of one node of a tree.
+
+    Every call hands selectors a `Node` (`Selector.match(n)`), and `replace` hands one to
+    an `fn` that defines `tw_call(n, key)` instead of `fn(path, node, key)` (as `tw.init`
+    does, to read a bias's fan-in from its layer's weight). Attributes:
+
+    - `path`: the node's key path (a box's value ends in a `tw.BoxKey`).
+    - `node`: the node (the bare value, for a value inside a box).
+    - `outer`: the box around the value (an NNX `Variable`, linen `Partitioned`, penzai
+      `Parameter`), or `None`.
+    - `parent`: the `Node` of the nearest enclosing node (the layer around a weight), or
+      `None` at the root.
+    - `segs`, `last`: the path's segments (`tw.path_segments`), and the last one.
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        class Fill:
+            def tw_call(self, n, key):  # n is a tw.Node
+                return jnp.full(n.node.shape, len(n.parent.segs), n.node.dtype)
+
+            def __call__(self, path, node, key):
+                raise NotImplementedError
+
+        out = tw.replace({"a": {"w": jnp.zeros(2)}}, "**/w", Fill())
+        assert (out["a"]["w"] == 1).all()
+        ```
+    """
 
     __slots__ = ("path", "node", "outer", "parent", "_segs")
 

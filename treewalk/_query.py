@@ -1,4 +1,4 @@
-"""Queries: select, paths, where, mask, labels."""
+"""Queries: select, paths, where, mask, labels — each one pass of the engine."""
 
 from __future__ import annotations
 
@@ -7,14 +7,37 @@ from typing import Any
 
 from jaxtyping import PyTree
 
+from ._engine import GO, HIT, HIT_GO, KEEP, Pass
 from ._errors import LabelError, StructureError
-from ._fast import needs_parent, path_matcher, path_only, plain_leaves
+from ._node import Node
 from ._path import Path, show_path
-from ._scan import matches, scan
-from ._selectors import Node, Selector, as_selector
-from ._walk import children, no_gc
+from ._selector import Selector, as_selector
 
 IsLeaf = Callable[[Any], bool] | None
+
+
+def find(
+    tree: Any,
+    sel: Selector,
+    *,
+    is_leaf: IsLeaf = None,
+    include_none: bool = False,
+    outermost: bool = False,
+) -> list[Node]:
+    """The `Node`s `sel` matches, in pre-order: every match, or with `outermost` only
+    those not inside another (the nodes `replace` acts on). `None` only with
+    `include_none`."""
+    match = sel.match
+    hit = HIT if outermost else HIT_GO
+
+    def visit(n: Node) -> int:
+        if n.node is None and not include_none:
+            return GO
+        return hit if match(n) else GO
+
+    p = Pass(visit, is_leaf=is_leaf, rebuild=False)
+    p.run(tree)
+    return p.hits
 
 
 def select(
@@ -30,7 +53,8 @@ def select(
     Internal nodes are included (a selector may match a whole layer), and so are nodes
     inside other matched nodes. Values inside boxes (NNX `Variable`, linen `Partitioned`,
     penzai `Parameter`) are returned bare, at a path ending in a `tw.BoxKey`. `None`
-    nodes are skipped unless `include_none=True`.
+    nodes are skipped unless `include_none=True`. A mutable object (an NNX module or
+    variable) reached by several paths is visited once, at the first.
 
     **Arguments:**
 
@@ -39,7 +63,7 @@ def select(
     - `is_leaf`: as in JAX.
     - `include_none`: also consider `None` nodes (absent optional arrays).
     - `outermost`: skip matches inside other matches (the nodes `replace` acts on). Also
-      faster: the walk does not descend into a match.
+      faster: the pass does not go into a match.
 
     **Returns:**
 
@@ -56,10 +80,14 @@ def select(
         assert tw.path_str(path) == "dense/bias" and bias.shape == (3,)
         ```
     """
-    sel = as_selector(selector)
-    with no_gc():
-        hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
-        return [(n.path, n.node) for n in hits]
+    hits = find(
+        tree,
+        as_selector(selector),
+        is_leaf=is_leaf,
+        include_none=include_none,
+        outermost=outermost,
+    )
+    return [(n.path, n.node) for n in hits]
 
 
 def paths(
@@ -81,51 +109,39 @@ def paths(
             (tw.DictKey("a"),), (tw.DictKey("b"), tw.DictKey("a"))]
         ```
     """
-    sel = as_selector(selector)
-    with no_gc():
-        hits = matches(tree, sel, is_leaf=is_leaf, include_none=include_none, outermost=outermost)
-        return [n.path for n in hits]
+    hits = find(
+        tree,
+        as_selector(selector),
+        is_leaf=is_leaf,
+        include_none=include_none,
+        outermost=outermost,
+    )
+    return [n.path for n in hits]
 
 
-_END = object()
+_MISSING: Any = object()
 
 
-def resolve_all(tree: Any, paths: list[Path], what: str) -> list[Any]:
-    """The nodes at `paths` in `tree` (box entries included), in one descent: each
-    internal node on the way is opened once, however many of the paths pass through it."""
-    trie: dict[Any, Any] = {}
-    for i, path in enumerate(paths):
-        sub = trie
-        for entry in path:
-            sub = sub.setdefault(entry, {})
-        sub.setdefault(_END, []).append(i)
-    out: list[Any] = [None] * len(paths)
-    found = 0
+def lookup(tree: Any, wanted: list[Path], what: str, is_leaf: IsLeaf = None) -> list[Any]:
+    """The nodes at `wanted` paths (box entries included) in `tree`, in one pass that goes
+    only where one of the paths leads."""
+    index = {path: i for i, path in enumerate(wanted)}
+    on_the_way = {path[:k] for path in wanted for k in range(len(path))}
+    out = [_MISSING] * len(wanted)
 
-    def go(node: Any, sub: dict[Any, Any]) -> None:
-        nonlocal found
-        for i in sub.get(_END, ()):
-            out[i] = node
-            found += 1
-        if len(sub) == (_END in sub):
-            return
-        kids = children(node)
-        if kids is None:  # a leaf box (penzai Parameter): only `.value`
-            for entry, rest in sub.items():
-                if entry is not _END and hasattr(node, entry.name):
-                    go(getattr(node, entry.name), rest)
-            return
-        for entry, child in kids[0]:
-            rest = sub.get(entry)
-            if rest is not None:
-                go(child, rest)
+    def visit(n: Node) -> int:
+        i = index.get(n.path)
+        if i is not None:
+            out[i] = n.node
+            return HIT
+        return GO if n.path in on_the_way else KEEP
 
-    go(tree, trie)
-    if found != len(paths):
-        missing = next(p for p, x in zip(paths, out, strict=True) if x is None)
+    Pass(visit, is_leaf=is_leaf, rebuild=False).run(tree)
+    missing = [p for p, x in zip(wanted, out, strict=True) if x is _MISSING]
+    if missing:
         raise StructureError(
-            f"{what}: {len(paths) - found} of its {len(paths)} paths are not in the tree it "
-            f"was given, e.g. {show_path(missing)}. A where-function looks nodes up by the "
+            f"{what}: {len(missing)} of its {len(wanted)} paths are not in the tree it was "
+            f"given, e.g. {show_path(missing[0])}. A where-function looks nodes up by the "
             f"paths it found in the tree it was built on: build it on a tree of the same "
             f"structure as the one you pass (`tw.where(model, sel)` for `eqx.tree_at(..., "
             f"model, ...)`)."
@@ -139,7 +155,7 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     The nodes are the ones [`tw.replace`][treewalk.replace] would act on: in traversal
     order, outermost first (nothing inside a picked node), `None` never. They are found
     in `tree` now and looked up by path in whatever tree of the same structure the
-    returned function is given.
+    returned function is given (`tw.StructureError` if a path is missing there).
 
     !!! Example
 
@@ -155,36 +171,21 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
         ```
     """
     sel = as_selector(selector)
-    found = [n.path for n in matches(tree, sel, is_leaf=is_leaf, outermost=True)]
+    found = [n.path for n in find(tree, sel, is_leaf=is_leaf, outermost=True)]
+    what = f"tw.where(..., {sel!r:.80})"
 
     def where_fn(t: Any) -> list[Any]:
-        return resolve_all(t, found, f"tw.where(..., {sel!r})")
+        return lookup(t, found, what, is_leaf)
 
     return where_fn
 
 
-def _leaf_values(
-    tree: Any,
-    leaf: Callable[[Node], Any],
-    is_leaf: IsLeaf,
-    sels: list[Selector],
-    by_path: Callable[[Path], Any] | None = None,
-) -> Any:
-    """Rebuild `tree` with every leaf (looking through boxes) replaced by `leaf(n)`.
-
-    A plain tree (no box, no mutable node), asked about by selectors that need no
-    ancestry, takes one C++ flatten and one unflatten; with `by_path`, a leaf's value is
-    `by_path(path)` there (a selector that looks at paths only).
-    """
-    if not any(needs_parent(s) for s in sels):
-        with no_gc():
-            flat = plain_leaves(tree, is_leaf)
-            if flat is not None:
-                leaves, treedef = flat
-                if by_path is not None:
-                    return treedef.unflatten([by_path(p) for p, _ in leaves])
-                return treedef.unflatten([leaf(Node(p, x, None, None)) for p, x in leaves])
-    return scan(lambda n: n.node, leaf=leaf, is_leaf=is_leaf, rebuild=True)(tree)
+def leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
+    """`tree` with every leaf (looking through boxes) replaced by `leaf(n)`: one pass, one
+    unflatten. Boxes that are pytree nodes (NNX `Variable`, linen `Partitioned`) are kept,
+    so the result has the tree's treedef; a box that is a leaf (a penzai `Parameter`)
+    gives a leaf, its value's."""
+    return Pass(leaf=leaf, is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
 
 
 def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]:
@@ -220,9 +221,8 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
         opt = optax.adamw(1e-3, mask=decay)
         ```
     """
-    sel = as_selector(selector)
-    by_path = path_matcher(sel) if path_only(sel) else None
-    return _leaf_values(tree, sel.match, is_leaf, [sel], by_path)
+    match = as_selector(selector).match
+    return leaf_values(tree, match, is_leaf)
 
 
 def labels(
@@ -284,7 +284,7 @@ def labels(
         conflicts.append(f"{show_path(n.path)} (labels {', '.join(map(repr, labs))})")
         return labs[0]
 
-    out = _leaf_values(tree, leaf, is_leaf, [s for _, s in sels])
+    out = leaf_values(tree, leaf, is_leaf)
     if conflicts:
         raise LabelError(
             f"{len(conflicts)} leaves are claimed by more than one label: "

@@ -11,9 +11,10 @@ import jax
 import numpy as np
 from jaxtyping import PyTree
 
+from ._engine import GO, HIT_GO, Pass
+from ._node import Node
 from ._path import Path, path_str
-from ._scan import matches, scan
-from ._selectors import Node, as_selector
+from ._selector import as_selector
 
 
 class Row:
@@ -213,22 +214,22 @@ def show(
         assert (table.selected, table.total) == (8, 40)
         ```
     """
-    hit_paths: set[Path] = set()
-    sel = None
-    if selector is not None:
-        sel = as_selector(selector)
-        hit_paths = {n.path for n in matches(tree, sel, is_leaf=is_leaf, outermost=True)}
+    match = None if selector is None else as_selector(selector).match
+    hits: set[int] = set()  # ids of the Nodes the selector matched, in this one pass
     rows: list[Row] = []
 
-    def selected(path: Path) -> bool:
-        if not hit_paths:
-            return False
-        return any(path[:i] in hit_paths for i in range(len(path) + 1))
+    def visit(n: Node) -> int:
+        if match is not None and n.node is not None and match(n):
+            hits.add(id(n))
+            return HIT_GO
+        return GO
 
     def leaf(n: Node) -> Any:
-        if n.node is not None:
-            rows.append(_row(n, selected(n.path)))
+        p: Node | None = n
+        while p is not None and id(p) not in hits:
+            p = p.parent
+        rows.append(_row(n, p is not None))
         return n.node
 
-    scan(lambda n: n.node, leaf=leaf, is_leaf=is_leaf)(tree)
-    return Table(rows, sel, max_rows)
+    Pass(visit, leaf=leaf, is_leaf=is_leaf, rebuild=False).run(tree)
+    return Table(rows, None if selector is None else as_selector(selector), max_rows)

@@ -1,271 +1,47 @@
-"""The one recursion under every treewalk call, and the two public walks."""
+"""The two public walks, `prewalk` and `postwalk`: the engine's pass with `fn` at every
+node (boxes included), and the same rules as every other call."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
-from jax.core import Tracer
 
-from ._errors import ArgumentError, CallbackError, TreewalkError
-from ._frameworks import HIDDEN_CHILDREN, registry, unbox
-from ._path import BoxKey, Path, show_path
-
-# Types that are always JAX leaves: no need to ask JAX whether they have children.
-_LEAF_TYPES: tuple[type, ...] = (
-    jax.Array,
-    Tracer,
-    np.ndarray,
-    np.generic,
-    float,
-    int,
-    complex,
-    str,
+from ._engine import (
+    BOX,
+    GO,
+    KEEP,
+    LEAF,
+    LEAF_BOX,
+    SHARED,
+    Pass,
+    check_callable,
+    flags_of,
+    tie_id,
 )
+from ._errors import call_user
+from ._frameworks import is_hidden, registry, unbox
+from ._node import Node
+from ._path import Path
 
-# What the walk needs to know about a node, decided once per type: `isinstance` on an
-# Equinox module goes through its `__getattribute__` and ABC checks, which is slow when a
-# model has thousands of layers.
-LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE = 1, 2, 4, 8
-SHARED = LEAF_BOX | MUTABLE  # mutable objects whose identity matters (ties)
-
-
-class TypeKinds(dict[type, int]):
-    """`kinds[type(node)]`: the flags above, computed on first sight of a type."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generation = -1
-
-    def __missing__(self, t: type) -> int:
-        reg = registry
-        f = 0
-        if issubclass(t, _LEAF_TYPES):
-            f |= LEAF
-        if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
-            f |= PYTREE_BOX
-        if reg.leaf_boxes and issubclass(t, reg.leaf_boxes):
-            f |= LEAF_BOX
-        if reg.mutable and issubclass(t, reg.mutable):
-            f |= MUTABLE
-        self[t] = f
-        return f
+WalkFn = Callable[[Path, Any], Any]
 
 
-_kinds = TypeKinds()
-
-
-def type_kinds() -> TypeKinds:
-    """The per-type flags, valid for the framework types known now."""
-    registry.refresh()
-    if _kinds.generation != registry.generation:
-        _kinds.clear()
-        _kinds.generation = registry.generation
-    return _kinds
-
-
-Fn = Callable[[Path, Any], Any]
-
-
-def children(node: Any) -> tuple[list[tuple[Any, Any]], Any] | None:
-    """`([(key entry, child), ...], treedef)` of an internal node, or `None` for a leaf.
-
-    Built on `tree_flatten_with_path` (not `flatten_one_level_with_keys`, which names every
-    field of a namedtuple after its first one).
-    """
-    entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-    if len(entries) == 1 and not entries[0][0]:
-        return None
-    return [(path[0], child) for path, child in entries], treedef
-
-
-def _call(what: str, f: Callable[..., Any], path: Path, *args: Any) -> Any:
-    try:
-        return f(*args)
-    except Exception as e:
-        raise wrapped(what, path, e) from e
-
-
-def wrapped(what: str, path: Path, e: Exception) -> Exception:
-    """The error to raise for `e`, raised by a user callback at `path`: ours as they are
-    (they already name the path), anything else as a `CallbackError` naming the path."""
-    if isinstance(e, TreewalkError):
-        return e
-    return CallbackError(f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}")
-
-
-def check_callable(name: str, f: Any, *, optional: bool = False) -> None:
-    if f is None and optional:
-        return
-    if not callable(f):
-        raise ArgumentError(
-            f"`{name}` must be callable, got {type(f).__name__}: {f!r:.80}. "
-            f"Pass a function, e.g. `{name}=lambda path, node: ...`."
-        )
-
-
-class Walk:
-    """One recursion, configured by its hooks. Each hook also gets a context value, `ctx`,
-    which `pre` may change for the node's children (selectors use it for ancestry).
-
-    - `pre(path, node, ctx) -> (node, ctx) | Stop`: called before descending; the walk
-      descends into the node it returns. A `Stop(node)` means: use this node as it is.
-    - `leaf(path, node, ctx) -> node`: called on leaves only, between `pre` and `post`.
-    - `post(path, node, ctx) -> node`: called on the node after its children were rebuilt.
-    - `is_leaf(node)`, `exclude(path, node)`: as in `prewalk`.
-    - `transparent`: look through boxes (NNX `Variable`, linen `Partitioned`, penzai
-      variables): the hooks never see a box, only the value inside it, at the box's path
-      plus a `BoxKey` entry. The box is in `walk.box` while `pre` runs on that value.
-    - `rebuild=False` visits without building anything (a query).
-
-    Subtrees nothing changed are returned as the same objects, except mutable nodes
-    (NNX modules and variables), which are always rebuilt so input and output never share
-    them.
-    """
-
-    def __init__(
-        self,
-        pre: Callable[[Path, Any, Any], Any] | None = None,
-        post: Callable[[Path, Any, Any], Any] | None = None,
-        *,
-        leaf: Callable[[Path, Any, Any], Any] | None = None,
-        is_leaf: Callable[[Any], bool] | None = None,
-        exclude: Fn | None = None,
-        transparent: bool = False,
-        rebuild: bool = True,
-    ) -> None:
-        check_callable("is_leaf", is_leaf, optional=True)
-        check_callable("exclude", exclude, optional=True)
-        kinds = type_kinds()
-        pytree_boxes = registry.pytree_boxes
-        box_flags = (PYTREE_BOX | LEAF_BOX) if transparent else 0
-        self.box: Any = None
-        self.seen: dict[int, Any] = {}
-        walk = self
-
-        def go(path: Path, node: Any, ctx: Any) -> Any:
-            if exclude is not None and _call("exclude", exclude, path, path, node):
-                return node
-            f = kinds[type(node)]
-            if f & SHARED:
-                # A mutable object (NNX module or variable, penzai parameter) met again is
-                # the same object in the result: visited once, rebuilt once, tie kept.
-                seen = walk.seen
-                i = id(node)
-                if i in seen:
-                    return seen[i]
-                out = seen[i] = visit(path, node, f, ctx)
-                return out
-            return visit(path, node, f, ctx)
-
-        def visit(path: Path, node: Any, f: int, ctx: Any) -> Any:
-            if f & box_flags:
-                return open_box(path, node, f, ctx)
-            if pre is not None:
-                r = pre(path, node, ctx)
-                if type(r) is Stop:
-                    return r.node
-                if r[0] is not node:
-                    node = r[0]
-                    f = kinds[type(node)]
-                ctx = r[1]
-            if is_leaf is not None and _call("is_leaf", is_leaf, path, node):
-                kids = None
-            elif f & LEAF:
-                kids = None
-            else:
-                kids = children(node)
-            if kids is None:
-                if leaf is not None:
-                    node = leaf(path, node, ctx)
-            else:
-                entries, treedef = kids
-                if f & PYTREE_BOX:
-                    entries = [(BoxKey(k.name), c) for k, c in entries]
-                if transparent and f & MUTABLE:
-                    hidden = HIDDEN_CHILDREN
-                    new = [
-                        c if getattr(k, "name", None) in hidden else go((*path, k), c, ctx)
-                        for k, c in entries
-                    ]
-                else:
-                    new = [go((*path, k), c, ctx) for k, c in entries]
-                if rebuild and (
-                    f & MUTABLE or any(n is not c for n, (_, c) in zip(new, entries, strict=True))
-                ):
-                    node = treedef.unflatten(new)
-            if post is not None:
-                node = post(path, node, ctx)
-            return node
-
-        def open_box(path: Path, box: Any, f: int, ctx: Any) -> Any:
-            name, inner, rebox = unbox(box, () if f & LEAF_BOX else pytree_boxes)
-            outermost = walk.box is None
-            if outermost:
-                walk.box = box
-            try:
-                new = go((*path, BoxKey(name)), inner, ctx)
-            finally:
-                if outermost:
-                    walk.box = None
-            if not rebuild or (new is inner and not f & (MUTABLE | LEAF_BOX)):
-                return box
-            return rebox(new)
-
-        self.go = go
-
-    def __call__(self, tree: Any, ctx: Any = None) -> Any:
-        self.seen = {}
-        try:
-            with no_gc():
-                return self.go((), tree, ctx)
-        finally:
-            self.seen = {}
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector during a walk.
-
-    A walk allocates a few small objects per node and creates no reference cycles; on a
-    tree of 100,000 leaves the collector's repeated passes over the surviving objects cost
-    as much as the walk itself. Everything is still freed by reference counting.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-class Stop:
-    """Returned by a `pre` hook: use this node as it is and do not descend into it."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Any) -> None:
-        self.node = node
-
-
-def _pre(fn: Fn) -> Callable[[Path, Any, Any], Any]:
-    check_callable("fn", fn)
-    return lambda path, node, ctx: (_call("fn", fn, path, path, node), ctx)
-
-
-def _post(fn: Fn) -> Callable[[Path, Any, Any], Any]:
-    check_callable("fn", fn)
-    return lambda path, node, ctx: _call("fn", fn, path, path, node)
+def private_copy(tree: Any, is_leaf: Any = None, exclude: Any = None) -> Any:
+    """`tree` with every mutable object (NNX module or variable, penzai parameter) copied,
+    ties kept: what a walk hands `fn`, so that an in-place edit never reaches the input.
+    Trees without such objects are returned as they are (nothing in them can be edited
+    in place)."""
+    if not registry.refresh().mutable and not registry.leaf_boxes:
+        return tree
+    p = Pass(is_leaf=is_leaf, exclude=exclude)
+    flat = p.run(tree)
+    return flat.finish() if p.met_shared else tree
 
 
 def prewalk(
-    fn: Callable[[Path, Any], Any],
+    fn: WalkFn,
     tree: Any,
     *,
     is_leaf: Callable[[Any], bool] | None = None,
@@ -274,13 +50,15 @@ def prewalk(
     """Rebuild `tree` top-down: `fn(path, node)` on every node, then descend into its result.
 
     Every node is visited, internal nodes and leaves alike, the root (path `()`) first;
-    `None` children and empty containers are nodes too, and keep their place.
-    Paths are JAX key paths; the entry of a value inside a box (NNX `Variable`, linen
-    `Partitioned`) is a `tw.BoxKey`, which `path_str` leaves out.
+    `None` children and empty containers are nodes too, and keep their place. A box (NNX
+    `Variable`, linen `Partitioned`) is a node, and so is the value inside it, at the
+    box's path plus a `tw.BoxKey` entry (which `path_str` leaves out). NNX's bookkeeping
+    (`_pytree__state`) is not shown.
 
     **Arguments:**
 
-    - `fn`: `fn(path, node) -> node`. Whatever it returns is descended into.
+    - `fn`: `fn(path, node) -> node`. Whatever it returns is descended into (`fn` is not
+      called again on the returned node itself).
     - `tree`: any pytree.
     - `is_leaf`: as in JAX: `is_leaf(node)` true stops flattening there and `fn` sees the
       node as a leaf.
@@ -289,9 +67,11 @@ def prewalk(
 
     **Returns:**
 
-    The rebuilt tree. Subtrees in which nothing changed are the input's own objects (Flax
-    NNX modules and variables excepted: they are always rebuilt, so the input is never
-    shared with the output).
+    The rebuilt tree. Its containers are new objects; leaves `fn` returned as they were
+    are the input's own. The same array or mutable object reached by several paths is
+    given to `fn` once (at its first path) and comes out as one object. `fn` never gets
+    an object of the input that an in-place edit could change: mutable objects (NNX
+    modules and variables) are copied first.
 
     **Raises:**
 
@@ -308,11 +88,27 @@ def prewalk(
         assert seen == ["", "a", "a/0", "a/1"]
         ```
     """
-    return Walk(pre=_pre(fn), is_leaf=is_leaf, exclude=exclude)(tree)
+    check_callable("fn", fn, hint="lambda path, node: node")
+    ties: dict[int, Any] = {}
+
+    def visit(n: Node) -> int:
+        x = n.node
+        tie = tie_id(x, flags_of(x))
+        if tie is not None and tie in ties:
+            n.node = ties[tie]
+            return KEEP
+        new = call_user("fn", fn, n.path, n.path, x)
+        if tie is not None:
+            ties[tie] = new
+        n.node = new
+        return GO
+
+    tree = private_copy(tree, is_leaf, exclude)
+    return Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit").run(tree).finish()
 
 
 def postwalk(
-    fn: Callable[[Path, Any], Any],
+    fn: WalkFn,
     tree: Any,
     *,
     is_leaf: Callable[[Any], bool] | None = None,
@@ -320,9 +116,10 @@ def postwalk(
 ) -> Any:
     """Rebuild `tree` bottom-up: children first, then `fn(path, node)` on the rebuilt node.
 
-    Arguments, return value and errors are as for [`tw.prewalk`][treewalk.prewalk]; the
-    only difference is the order: a node's `fn` runs after its children's, and sees the
-    node rebuilt from their results. The root is visited last.
+    Arguments, return value, ties and errors are as for [`tw.prewalk`][treewalk.prewalk];
+    the only difference is the order: a node's `fn` runs after its children's, and sees
+    the node rebuilt from their results. The root is visited last. The walk keeps no
+    Python stack per level: trees as deep as JAX can flatten work.
 
     !!! Example
 
@@ -336,4 +133,89 @@ def postwalk(
         assert count == 3
         ```
     """
-    return Walk(post=_post(fn), is_leaf=is_leaf, exclude=exclude)(tree)
+    check_callable("fn", fn, hint="lambda path, node: node")
+    order: list[Node] = []
+
+    def visit(n: Node) -> int:
+        order.append(n)
+        return GO
+
+    # The pass finds the visible nodes in pre-order (same rules as every call); the fold
+    # below rebuilds them children first, with an explicit stack.
+    Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit", rebuild=False).run(tree)
+    if not order:
+        return tree  # the root is excluded
+    return _fold(order, fn, is_leaf, exclude)
+
+
+def _fold(order: list[Node], fn: WalkFn, is_leaf: Any, exclude: Any) -> Any:
+    pytree_boxes = registry.pytree_boxes
+    done: dict[int, Any] = {}  # tie id -> fn's result
+    # Each open frame: [node, {entry: output of that child}].
+    stack: list[tuple[Node, dict[Any, Any]]] = []
+    result: list[Any] = []
+
+    def deliver(n: Node, out: Any) -> None:
+        if stack:
+            stack[-1][1][n.path[-1]] = out
+        else:
+            result.append(out)
+
+    def close(n: Node, kids: dict[Any, Any]) -> None:
+        x = n.node
+        f = flags_of(x)
+        if f & BOX:
+            _, inner, rebox = unbox(x, () if f & LEAF_BOX else pytree_boxes)
+            rebuilt = rebox(next(iter(kids.values()), inner))
+        else:
+            rebuilt = _rebuild(n.path, x, kids, done, exclude)
+        out = call_user("fn", fn, n.path, n.path, rebuilt)
+        tie = tie_id(x, f)
+        if tie is not None:
+            done[tie] = out
+        deliver(n, out)
+
+    for n in order:
+        depth = len(n.path)
+        while stack and len(stack[-1][0].path) >= depth:
+            close(*stack.pop())
+        x = n.node
+        f = flags_of(x)
+        tie = tie_id(x, f)
+        if tie is not None and tie in done:
+            deliver(n, done[tie])
+        elif _is_leaf(x, f, is_leaf):
+            out = call_user("fn", fn, n.path, n.path, x)
+            if tie is not None:
+                done[tie] = out
+            deliver(n, out)
+        else:
+            stack.append((n, {}))
+    while stack:
+        close(*stack.pop())
+    return result[0]
+
+
+def _is_leaf(x: Any, f: int, is_leaf: Any) -> bool:
+    if f & BOX:
+        return False
+    return bool(f & LEAF) or (is_leaf is not None and bool(is_leaf(x)))
+
+
+def _rebuild(
+    path: Path, x: Any, kids: dict[Any, Any], done: dict[int, Any], exclude: Any
+) -> Any:
+    """`x` rebuilt with the outputs of its children. A child the pass did not visit is
+    hidden or excluded (kept as it is) or a tie met before (its first output)."""
+    entries, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    values = []
+    for (entry,), child in entries:
+        if entry in kids:
+            values.append(kids[entry])
+        elif is_hidden(entry) or (
+            exclude is not None and call_user("exclude", exclude, path, (*path, entry), child)
+        ):
+            values.append(child)
+        else:
+            values.append(done.get(id(child), child) if flags_of(child) & SHARED else child)
+    return treedef.unflatten(values)

@@ -1,0 +1,375 @@
+"""Every front-end agrees with a small reference recursion written here, on every kind of
+tree `treewalk.testing.pytrees()` draws (NNX modules and variables, linen `Partitioned`,
+penzai parameters, `None`, static nodes, ties), and the defects issue 12 listed stay fixed.
+
+The reference states the rules once, independently of the engine:
+
+- the root is a node; a node's children are what a one-level JAX flatten gives;
+- a box (NNX `Variable`, linen `Partitioned`, penzai `Parameter`) is not a node of its
+  own for queries: the value inside is, at the box's path plus a `BoxKey`, seen with the
+  box as its `outer`; the walks visit the box too;
+- a mutable object (NNX module or variable, penzai parameter) reached again is not
+  visited again; NNX's `_pytree__state` is never visited;
+- `None` is a node without children; `replace` and queries skip it unless asked.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import equinox as eqx
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+from penzai import pz
+
+import treewalk as tw
+from treewalk.testing import pytrees, selectors, trees_equal
+
+BOXES = (nnx.Variable, nn.Partitioned, nn.LogicallyPartitioned, pz.Parameter)
+LEAF_BOXES = (pz.Parameter,)
+MUTABLE = (nnx.Module, nnx.Variable, pz.Parameter)
+
+
+def children(x):
+    if x is None:
+        return []
+    if isinstance(x, jax.Array | np.ndarray | jax.ShapeDtypeStruct) or isinstance(
+        x, int | float | complex | str | bool | np.generic
+    ):
+        return None
+    if isinstance(x, LEAF_BOXES):
+        return [(tw.BoxKey("value"), x.value)]
+    entries, _ = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
+    if len(entries) == 1 and not entries[0][0] and entries[0][1] is x:
+        return None  # a leaf
+    return [(p[0], c) for p, c in entries]
+
+
+def reference(tree, *, walks=False):
+    """`[(path, node, outer, is_leaf)]` of every visible node, in pre-order."""
+    out, seen = [], set()
+
+    def go(path, x, outer):
+        if isinstance(x, MUTABLE):
+            if id(x) in seen:
+                return
+            seen.add(id(x))
+        if isinstance(x, BOXES):
+            if walks:
+                out.append((path, x, None, False))
+            ((entry, inner),) = children(x)
+            go((*path, tw.BoxKey(entry.name)), inner, x)
+            return
+        kids = children(x)
+        out.append((path, x, outer, kids is None))
+        for entry, child in kids or ():
+            if getattr(entry, "name", None) == "_pytree__state":
+                continue
+            go((*path, entry), child, None)
+
+    go((), tree, None)
+    return out
+
+
+def node(path, x, outer):
+    return tw.Node(path, x, outer, None)
+
+
+def ref_select(tree, sel, outermost=False, include_none=False):
+    """The reference selection: `sel` asked at every node with its ancestors as parents;
+    with `outermost`, nothing below a hit is asked (or marked as met)."""
+    hits, seen = [], set()
+
+    def go(path, x, outer, parent):
+        if isinstance(x, MUTABLE):
+            if id(x) in seen:
+                return
+            seen.add(id(x))
+        if isinstance(x, BOXES):
+            ((entry, inner),) = children(x)
+            go((*path, tw.BoxKey(entry.name)), inner, x, parent)
+            return
+        n = tw.Node(path, x, outer, parent)
+        if (x is not None or include_none) and sel.match(n):
+            hits.append((path, x))
+            if outermost:
+                return
+        for entry, child in children(x) or ():
+            if getattr(entry, "name", None) != "_pytree__state":
+                go((*path, entry), child, None, n)
+
+    go((), tree, None, None)
+    return hits
+
+
+def same(a, b):
+    return [tw.path_str(p) for p, _ in a] == [tw.path_str(p) for p, _ in b] and all(
+        x is y for (_, x), (_, y) in zip(a, b, strict=True)
+    )
+
+
+def snapshot(tree):
+    return [
+        (tw.path_str(p), type(x), np.asarray(x).copy() if tw.arrays.match(node(p, x, o)) else x)
+        for p, x, o, leaf in reference(tree)
+        if leaf
+    ]
+
+
+def unchanged(before, tree):
+    after = snapshot(tree)
+    return len(before) == len(after) and all(
+        a[0] == b[0] and a[1] is b[1] and trees_equal(a[2], b[2])
+        for a, b in zip(before, after, strict=True)
+    )
+
+
+@st.composite
+def tree_and_selector(draw):
+    tree = draw(pytrees())
+    return tree, draw(selectors(tree))
+
+
+@given(tree_and_selector(), st.booleans())
+def test_queries_agree_with_the_reference(args, outermost):
+    tree, sel = args
+    before = snapshot(tree)
+    expected = ref_select(tree, sel, outermost=outermost)
+    assert same(tw.select(tree, sel, outermost=outermost), expected)
+    assert tw.paths(tree, sel, outermost=outermost) == [p for p, _ in expected]
+    top = ref_select(tree, sel, outermost=True)
+    found = tw.where(tree, sel)(tree)
+    assert len(found) == len(top) and all(x is y for x, (_, y) in zip(found, top, strict=True))
+    assert unchanged(before, tree)
+
+
+@given(tree_and_selector())
+def test_mask_labels_show_agree_with_the_reference(args):
+    tree, sel = args
+    leaves = [(p, x) for p, x, o, leaf in reference(tree) if leaf and x is not None]
+    hits = {tw.path_str(p) for p, _ in ref_select(tree, sel)}
+    m = tw.mask(tree, sel)
+    got = [v for _, v in tw.select(m, tw.everything) if isinstance(v, bool)]
+    assert len(got) == len(leaves)
+    assert got == [tw.path_str(p) in hits for p, _ in leaves]
+    lab = tw.labels(tree, {"a": sel, "b": ~sel})
+    assert [v for _, v in tw.select(lab, tw.everything) if v in ("a", "b")] == [
+        "a" if g else "b" for g in got
+    ]
+    tops = {tw.path_str(p) for p, _ in ref_select(tree, sel, outermost=True)}
+    rows = tw.show(tree, sel, max_rows=None).rows
+    assert [tw.path_str(r.path) for r in rows] == [tw.path_str(p) for p, _ in leaves]
+    for r in rows:
+        s = tw.path_str(r.path)
+        inside = any(s == t or s.startswith(t + "/") or t == "" for t in tops)
+        assert r.selected == inside, s
+
+
+@given(tree_and_selector())
+def test_replace_agrees_with_the_reference(args):
+    tree, sel = args
+    before = snapshot(tree)
+    calls = []
+
+    def fn(path, x, key):
+        calls.append((path, x))
+        return x
+
+    tw.replace(tree, sel, fn, strict=False)
+    expected = ref_select(tree, sel, outermost=True)
+    # ties: an array at several selected paths is given to fn once, at its first path
+    first, seen = [], set()
+    for p, x in expected:
+        tie = id(x) if isinstance(x, jax.Array | np.ndarray) else None
+        if tie is None or tie not in seen:
+            first.append((p, x))
+            seen.add(tie)
+    assert [tw.path_str(p) for p, _ in calls] == [tw.path_str(p) for p, _ in first]
+    for (_, got), (_, want) in zip(calls, first, strict=True):
+        mutable = isinstance(want, MUTABLE) or any(
+            isinstance(x, MUTABLE) for _, x, _, _ in reference(want)
+        )
+        assert got is want or (mutable and type(got) is type(want))  # mutables: copies
+    assert unchanged(before, tree)
+
+
+@given(pytrees())
+def test_walks_visit_what_the_reference_visits(tree):
+    before = snapshot(tree)
+    seen = []
+    tw.prewalk(lambda p, x: seen.append(tw.path_str(p)) or x, tree)
+    expected = [tw.path_str(p) for p, _, _, _ in reference(tree, walks=True)]
+    assert seen == expected
+    post = []
+    tw.postwalk(lambda p, x: post.append(tw.path_str(p)) or x, tree)
+    assert sorted(post) == sorted(expected)
+    assert unchanged(before, tree)
+
+
+# --- the defects issue 12 listed, on the real frameworks ------------------------------
+
+
+def test_none_by_type_is_the_same_on_every_formulation():
+    t = {"a": None, "b": jnp.ones(2)}
+    one = tw.paths(t, tw.of_type(type(None)), include_none=True)
+    two = tw.paths(t, tw.of_type(type(None)) & ~tw.inside("x"), include_none=True)
+    assert one == two == [(tw.DictKey("a"),)]
+    assert tw.paths(t, tw.of_type(type(None))) == tw.paths(
+        t, tw.of_type(type(None)) & ~tw.inside("x")
+    )
+
+
+def test_nnx_bookkeeping_is_never_shown():
+    m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    shown = [tw.path_str(p) for p in tw.paths(m, tw.of_type(object))]
+    assert not any("_pytree__state" in s for s in shown)
+    seen = []
+    tw.prewalk(lambda p, x: seen.append(tw.path_str(p)) or x, m)
+    assert not any("_pytree__state" in s for s in seen)
+
+
+def test_one_rule_for_subtree_identity():
+    x = jnp.ones(2)
+    t = {"enc": {"w": x, "bias": x + 1}, "dec": {"w": x}}
+    by_glob = tw.replace(t, "enc/bias", tw.zeros)
+    by_pred = tw.replace(t, tw.predicate(lambda p, v: tw.path_str(p) == "enc/bias"), tw.zeros)
+    for out in (by_glob, by_pred):
+        assert out["dec"] is not t["dec"]  # containers: always new
+        assert out["dec"]["w"] is t["dec"]["w"]  # leaves not replaced: the input's
+
+
+def test_is_leaf_errors_name_the_same_path_everywhere():
+    t = {"enc": {"layers": [1]}}
+
+    def raising(x):
+        if isinstance(x, list):
+            raise ValueError("no")
+        return False
+
+    msgs = set()
+    for call in (
+        lambda: tw.select(t, tw.of_type(dict), is_leaf=raising),
+        lambda: tw.select(t, "**/layers", is_leaf=raising),
+        lambda: tw.replace(t, tw.of_type(int), lambda p, x, k: x, is_leaf=raising),
+        lambda: tw.mask(t, tw.everything, is_leaf=raising),
+        lambda: tw.prewalk(lambda p, x: x, t, is_leaf=raising),
+    ):
+        with pytest.raises(tw.CallbackError) as info:
+            call()
+        msgs.add(str(info.value))
+    assert msgs == {"is_leaf raised ValueError at path 'enc/layers': no"}
+
+
+class Tied(nnx.Module):
+    def __init__(self, rngs):
+        self.emb = nnx.Linear(3, 3, rngs=rngs)
+        self.head = nnx.Linear(3, 3, rngs=rngs)
+        self.head.kernel = self.emb.kernel
+
+
+def test_identity_fn_on_tied_nnx_layers_keeps_the_tie():
+    m = Tied(nnx.Rngs(0))
+    out = tw.replace(m, nnx.Linear, lambda p, layer, k: layer)
+    assert out.head.kernel is out.emb.kernel
+    assert out.emb.kernel is not m.emb.kernel  # a copy, never the input's
+    out = tw.replace(m, "emb", lambda p, layer, k: layer)  # one side selected
+    assert out.head.kernel is out.emb.kernel
+
+
+def test_prewalk_cannot_edit_the_input_nnx_model():
+    m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+
+    def edit(p, x):
+        if isinstance(x, nnx.Linear):
+            x.bias = nnx.Param(jnp.ones(3))
+        return x
+
+    out = tw.prewalk(edit, m)
+    assert (m.bias[...] == 0).all() and (out.bias[...] == 1).all()
+
+
+def test_static_nodes_keep_the_tree_structure():
+    @jax.tree_util.register_static
+    class StaticInt(int):
+        pass
+
+    t = [StaticInt(1), jnp.ones(2)]
+    for m in (tw.mask(t, tw.inside(tw.everything)), tw.mask(t, tw.everything)):
+        assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(t)
+
+
+def test_walks_keep_array_ties():
+    s = np.ones(2)
+    for walk in (tw.prewalk, tw.postwalk):
+        o = walk(lambda p, x: x * 2 if isinstance(x, np.ndarray) else x, [s, s])
+        assert o[0] is o[1] and (o[0] == 2).all()
+
+
+def deep(n):
+    t = jnp.ones(2)
+    for _ in range(n):
+        t = {"a": t}
+    return t
+
+
+def test_a_900_deep_tree_works_in_every_call():
+    t = deep(900)
+    assert len(tw.paths(t, "**/a")) == 900
+    assert len(tw.select(t, tw.arrays)) == 1
+    assert tw.where(t, tw.arrays)(t)[0] is tw.select(t, tw.arrays)[0][1]
+    tw.mask(t, tw.inside("a"))
+    tw.labels(t, {"x": tw.arrays})
+    tw.replace(t, tw.arrays, tw.zeros)
+    tw.replace(t, tw.arrays, tw.zeros, key=jax.random.key(0))
+    tw.show(t, tw.arrays)
+    tw.prewalk(lambda p, x: x, t)
+    tw.postwalk(lambda p, x: x, t)
+    with pytest.raises(tw.NoMatchError):
+        tw.replace(t, "**/b", tw.zeros)
+
+
+def test_no_call_touches_the_gc():
+    import gc
+
+    gc.disable()
+    try:
+        tw.replace({"a": jnp.ones(2)}, "a", tw.zeros)
+        tw.select({"a": 1}, tw.everything)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc_seen = []
+
+    def fn(p, x, k):
+        gc_seen.append(gc.isenabled())
+        return x
+
+    tw.replace({"a": jnp.ones(2)}, "a", fn)
+    assert gc_seen == [True]
+
+
+def test_equinox_linear_without_bias_none_is_never_selected():
+    lin = eqx.nn.Linear(2, 2, use_bias=False, key=jax.random.key(0))
+    assert tw.paths(lin, "bias") == []
+    assert tw.paths(lin, "bias", include_none=True) == [(jax.tree_util.GetAttrKey("bias"),)]
+    out = tw.replace(lin, "bias", lambda p, x, k: jnp.zeros(2), include_none=True)
+    assert out.bias.shape == (2,)
+
+
+def test_replace_input_untouched_when_fn_raises_on_nnx():
+    m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    before = copy.deepcopy(nnx.state(m))
+
+    def boom(p, layer, k):
+        layer.kernel = nnx.Param(jnp.zeros((2, 3)))
+        raise ValueError("boom")
+
+    with pytest.raises(tw.CallbackError, match="ValueError at path <root>"):
+        tw.replace(m, nnx.Linear, boom)
+    assert trees_equal(nnx.state(m), before)
