@@ -193,7 +193,7 @@ def test_replace_agrees_with_the_reference(args):
     assert [tw.path_str(p) for p, _ in calls] == [tw.path_str(p) for p, _ in first]
     for (_, got), (_, want) in zip(calls, first, strict=True):
         mutable = isinstance(want, MUTABLE) or any(
-            isinstance(x, MUTABLE) for _, x, _, _ in reference(want)
+            isinstance(x, MUTABLE) or isinstance(o, MUTABLE) for _, x, o, _ in reference(want)
         )
         assert got is want or (mutable and type(got) is type(want))  # mutables: copies
     assert unchanged(before, tree)

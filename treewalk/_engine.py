@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from jax.core import Tracer
 
-from ._errors import ArgumentError, call_user
+from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
 from ._node import Node
 from ._path import BoxKey, Path
@@ -41,7 +41,7 @@ from ._path import BoxKey, Path
 LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE, ARRAY = 1, 2, 4, 8, 16
 BOX = PYTREE_BOX | LEAF_BOX
 SHARED = LEAF_BOX | MUTABLE  # objects whose identity matters (ties)
-_SPECIAL = BOX | MUTABLE
+_SPECIAL = BOX | SHARED
 
 #: Array leaves: jax/numpy arrays, tracers and `ShapeDtypeStruct`s.
 ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
@@ -206,6 +206,9 @@ class Pass:
     - `rebuild`: build the values at all (a query only needs the hits).
     - `done`: the outputs of the shared mutable objects met so far; pass another pass's
       to copy a subtree consistently with it.
+    - `select`, `outermost`, `include_none`: instead of `visit`, a matcher: a node it
+      matches is a hit (`None` only with `include_none`), the pass goes into it unless
+      `outermost`. (The same as the `visit` that says so, one call less per node.)
     - `bare_leaf_boxes`: a box that is a JAX leaf (a penzai `Parameter`) gives the value
       made of its content, not a new box around it (masks: a leaf for a leaf).
 
@@ -224,10 +227,15 @@ class Pass:
         rebuild: bool = True,
         done: dict[int, Any] | None = None,
         bare_leaf_boxes: bool = False,
+        select: Callable[[Node], bool] | None = None,
+        outermost: bool = True,
+        include_none: bool = False,
     ) -> None:
         check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
         check_callable("exclude", exclude, optional=True, hint="lambda path, node: ...")
         self.visit, self.leaf = visit, leaf
+        self.select, self.include_none = select, include_none
+        self.hit_action = HIT if outermost else HIT_GO
         self.is_leaf, self.exclude = is_leaf, exclude
         self.visit_boxes = boxes == "visit"
         self.bare_leaf_boxes = bare_leaf_boxes
@@ -251,6 +259,8 @@ class Pass:
         flat = Flat()
         values, pending = flat.values, flat.pending
         kinds, visit, leaf = self.kinds, self.visit, self.leaf
+        kinds_get, learn = kinds.get, kinds.learn
+        select, include_none, hit_action = self.select, self.include_none, self.hit_action
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
         late = self._late
@@ -258,54 +268,61 @@ class Pass:
         parents: list[Node | None] = [None, parent] if inner else [parent]
         root = x
 
+        append, hits_append = values.append, hits.append
+        outermost = hit_action == HIT
+
         def at(p: Path, y: Any) -> bool:
             d = len(p)
-            if not d:
-                if inner and y is root:
-                    return False  # visited by the caller: only its children are
-            elif inner and d == 1 and is_hidden(p[0]):
-                values.append(y)  # NNX bookkeeping: kept, shown to nobody
-                return True
+            if inner:
+                if not d:
+                    if y is root:
+                        return False  # visited by the caller: only its children are
+                elif d == 1 and is_hidden(p[0]):
+                    append(y)  # NNX bookkeeping: kept, shown to nobody
+                    return True
             path = (*prefix, *p) if prefix else p
             if exclude is not None and call_user("exclude", exclude, path, path, y):
-                values.append(y)
+                append(y)
                 return True
-            f = kinds.get(type(y))
+            f = kinds_get(type(y))
             if f is None:
-                f = kinds.learn(y)
-            if f & SHARED:
-                self.met_shared = True
-                if id(y) in done:  # met before: the same output, not revisited
-                    late(values, pending, done[id(y)] if rebuild else None)
-                    return True
-            if f & BOX:
-                return self._box(path, y, f, parents[d], values, pending, True)
+                f = learn(y)
+            if f & _SPECIAL:
+                if f & SHARED:
+                    self.met_shared = True
+                    if id(y) in done:  # met before: the same output, not revisited
+                        late(values, pending, done[id(y)] if rebuild else None)
+                        return True
+                if f & BOX:
+                    return self._box(path, y, f, parents[d], values, pending, True)
             n = Node(path, y, None if d else outer, parents[d])
-            action = GO if visit is None else visit(n)
-            if n.node is not y:  # `visit` put another node here (prewalk)
-                return self._into(n, self.flags(n.node), values, pending, action)
-            if action >= HIT:
-                hits.append(n)
-                if action == HIT:
-                    ref = Ref(len(hits) - 1) if rebuild else None
-                    if f & SHARED:
-                        done[id(y)] = ref
-                    late(values, pending, ref)
+            if select is not None:
+                if (y is not None or include_none) and select(n):
+                    hits_append(n)
+                    if outermost:
+                        return self._hit(y, f, values, pending)
+            elif visit is not None:
+                action = visit(n)
+                if n.node is not y:  # `visit` put another node here (prewalk)
+                    return self._into(n, self.flags(n.node), values, pending, action)
+                if action >= HIT:
+                    hits_append(n)
+                    if action == HIT:
+                        return self._hit(y, f, values, pending)
+                elif action == KEEP:
+                    append(y)
                     return True
-            elif action == KEEP:
-                values.append(y)
-                return True
             if f & LEAF or (is_leaf is not None and call_user("is_leaf", is_leaf, path, y)):
-                values.append(y if leaf is None else leaf(n))
+                append(y if leaf is None else leaf(n))
                 return True
             if f & MUTABLE:
                 sub = done[id(y)] = self.walk(path, y, n, None, True)
                 late(values, pending, sub)
                 return True
-            if len(parents) == d + 1:
-                parents.append(n)
-            else:
+            try:
                 parents[d + 1] = n
+            except IndexError:
+                parents.append(n)
             return False
 
         leaves, flat.treedef = jax.tree_util.tree_flatten_with_path(
@@ -314,6 +331,14 @@ class Pass:
         if len(leaves) != len(values):  # pragma: no cover - a broken invariant, not input
             raise AssertionError("treewalk: the flatten and the pass met different nodes")
         return flat
+
+    def _hit(self, y: Any, f: int, values: list[Any], pending: list[int]) -> bool:
+        """A hit the pass does not go into: its value is `results[i]`, known later."""
+        ref = Ref(len(self.hits) - 1) if self.rebuild else None
+        if f & SHARED:
+            self.done[id(y)] = ref  # met again: the same result
+        self._late(values, pending, ref)
+        return True
 
     @staticmethod
     def _late(values: list[Any], pending: list[int], v: Any) -> None:
@@ -364,14 +389,3 @@ class Pass:
         else:
             self._late(values, pending, self.walk(n.path, new, n, None, True))
         return True
-
-
-def check_callable(name: str, f: Any, *, optional: bool = False, hint: str) -> None:
-    """An `ArgumentError` unless `f` is callable (or `None`, when `optional`)."""
-    if f is None and optional:
-        return
-    if not callable(f):
-        raise ArgumentError(
-            f"`{name}` must be callable, got {type(f).__name__}: {f!r:.60}. "
-            f"Pass a function, e.g. `{name}={hint}`."
-        )

@@ -85,3 +85,14 @@ def call_user(what: str, f: Callable[..., Any], path: Sequence[Any], *args: Any)
 def callback_error(what: str, path: Sequence[Any], e: Exception) -> CallbackError:
     """The `CallbackError` for `e`, raised by the user callback `what` at `path`."""
     return CallbackError(f"{what} raised {type(e).__name__} at path {show_path(path)}: {e}")
+
+
+def check_callable(name: str, f: Any, *, optional: bool = False, hint: str) -> None:
+    """An `ArgumentError` unless `f` is callable (or `None`, when `optional`)."""
+    if f is None and optional:
+        return
+    if not callable(f):
+        raise ArgumentError(
+            f"`{name}` must be callable, got {type(f).__name__}: {f!r:.60}. "
+            f"Pass a function, e.g. `{name}={hint}`."
+        )

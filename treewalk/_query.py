@@ -7,7 +7,7 @@ from typing import Any
 
 from jaxtyping import PyTree
 
-from ._engine import GO, HIT, HIT_GO, KEEP, Pass
+from ._engine import GO, HIT, KEEP, Pass
 from ._errors import LabelError, StructureError
 from ._node import Node
 from ._path import Path, show_path
@@ -27,15 +27,13 @@ def find(
     """The `Node`s `sel` matches, in pre-order: every match, or with `outermost` only
     those not inside another (the nodes `replace` acts on). `None` only with
     `include_none`."""
-    match = sel.match
-    hit = HIT if outermost else HIT_GO
-
-    def visit(n: Node) -> int:
-        if n.node is None and not include_none:
-            return GO
-        return hit if match(n) else GO
-
-    p = Pass(visit, is_leaf=is_leaf, rebuild=False)
+    p = Pass(
+        select=sel.compile(),
+        outermost=outermost,
+        include_none=include_none,
+        is_leaf=is_leaf,
+        rebuild=False,
+    )
     p.run(tree)
     return p.hits
 
@@ -221,7 +219,7 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]
         opt = optax.adamw(1e-3, mask=decay)
         ```
     """
-    match = as_selector(selector).match
+    match = as_selector(selector).compile()
     return leaf_values(tree, match, is_leaf)
 
 
@@ -270,11 +268,12 @@ def labels(
     sels = [
         (lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()
     ]
+    matchers = [(lab, s.compile()) for lab, s in sels]
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
     def leaf(n: Node) -> Any:
-        labs = [lab for lab, s in sels if s.match(n)]
+        labs = [lab for lab, m in matchers if m(n)]
         if len(labs) == 1:
             return labs[0]
         if not labs:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from jaxtyping import PyTree
 
-from ._engine import GO, HIT, LEAF, Pass, check_callable, flags_of, ready
-from ._errors import ArgumentError, NoMatchError
+from ._engine import GO, LEAF, Pass, flags_of, ready
+from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
 from ._node import Node
 from ._path import path_str
@@ -115,14 +115,7 @@ def replace(
             f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
             f"tw.replace (selector {sel!r:.80})."
         )
-    match = sel.match
-
-    def visit(n: Node) -> int:
-        if n.node is None and not include_none:
-            return GO
-        return HIT if match(n) else GO
-
-    p = Pass(visit, is_leaf=is_leaf)
+    p = Pass(select=sel.compile(), include_none=include_none, is_leaf=is_leaf)
     flat = p.run(tree)
     hits = p.hits
     if not hits:

@@ -9,7 +9,7 @@ from typing import Any
 from ._errors import PatternError, SelectorError, call_user
 from ._glob import STAR2, compile_segment, match_segs
 from ._node import Node
-from ._path import Path
+from ._path import BoxKey, Path
 
 
 class Selector:
@@ -26,6 +26,11 @@ class Selector:
 
     def match(self, n: Node) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def compile(self) -> Matcher:
+        """`n -> bool`, equal to `self.match`, for one pass over one tree: it may remember
+        answers for the length of the pass (the engine asks every node)."""
+        return self.match
 
     def _key(self) -> tuple[Any, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -57,6 +62,32 @@ class Selector:
     def _init(self, **fields: Any) -> None:
         for k, v in fields.items():
             object.__setattr__(self, k, v)
+
+
+Matcher = Callable[[Node], bool]
+
+
+def by_last(test: Callable[[Node], bool]) -> Matcher:
+    """A matcher for a selector that looks at the last segment only, with its answers
+    remembered per last key entry: a tree of 100,000 leaves has a few dozen distinct
+    entries at its leaves. Box entries are not segments: asked, not remembered."""
+    memo: dict[Any, bool] = {}
+
+    def m(n: Node) -> bool:
+        path = n.path
+        if path:
+            e = path[-1]
+            if type(e) is not BoxKey:
+                try:
+                    hit = memo.get(e)
+                except TypeError:  # an unhashable key entry
+                    return test(n)
+                if hit is None:
+                    hit = memo[e] = test(n)
+                return hit
+        return test(n)
+
+    return m
 
 
 def as_selector(x: Any, *, what: str = "selector") -> Selector:
@@ -159,6 +190,9 @@ class glob(Selector):
                     return False
             return True
         return match_segs(self._pat, segs)
+
+    def compile(self) -> Matcher:
+        return by_last(self.match) if self._suffix is not None else self.match
 
     def _key(self) -> tuple[Any, ...]:
         return (self.pattern,)
@@ -277,6 +311,17 @@ class And(Selector):
     def match(self, n: Node) -> bool:
         return all(p.match(n) for p in self.parts)
 
+    def compile(self) -> Matcher:
+        ms = [p.compile() for p in self.parts]
+
+        def m(n: Node) -> bool:
+            for part in ms:
+                if not part(n):
+                    return False
+            return True
+
+        return m
+
     def _key(self) -> tuple[Any, ...]:
         return self.parts
 
@@ -295,6 +340,17 @@ class Or(Selector):
     def match(self, n: Node) -> bool:
         return any(p.match(n) for p in self.parts)
 
+    def compile(self) -> Matcher:
+        ms = [p.compile() for p in self.parts]
+
+        def m(n: Node) -> bool:
+            for part in ms:
+                if part(n):
+                    return True
+            return False
+
+        return m
+
     def _key(self) -> tuple[Any, ...]:
         return self.parts
 
@@ -312,6 +368,10 @@ class Not(Selector):
 
     def match(self, n: Node) -> bool:
         return not self.selector.match(n)
+
+    def compile(self) -> Matcher:
+        inner = self.selector.compile()
+        return lambda n: not inner(n)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.selector,)

@@ -13,6 +13,7 @@ from jax.core import Tracer
 from ._errors import PatternError, SelectorError
 from ._node import Node
 from ._selector import And as And
+from ._selector import Matcher, by_last
 from ._selector import Not as Not
 from ._selector import Or as Or
 from ._selector import Selector as Selector
@@ -56,6 +57,9 @@ class name(Selector):
         if last is None:
             return False
         return last in self._set or (type(last) is int and str(last) in self._set)
+
+    def compile(self) -> Matcher:
+        return by_last(self.match)
 
     def _key(self) -> tuple[Any, ...]:
         return self.names
@@ -135,6 +139,29 @@ class inside(Selector):
                 return True
             p = p.parent
         return False
+
+    def compile(self) -> Matcher:
+        # Whether a node is inside a match is its parent's answer, remembered per parent
+        # (the Node is kept with it: an id is only unique while its object lives).
+        inner = self.selector.compile()
+        memo: dict[int, tuple[Node, bool]] = {}
+
+        def within(p: Node | None) -> bool:
+            chain = []
+            hit = False
+            while p is not None:
+                known = memo.get(id(p))
+                if known is not None and known[0] is p:
+                    hit = known[1]
+                    break
+                chain.append(p)
+                p = p.parent
+            for q in reversed(chain):
+                hit = hit or inner(q)
+                memo[id(q)] = (q, hit)
+            return hit
+
+        return lambda n: within(n.parent)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.selector,)

@@ -16,11 +16,10 @@ from ._engine import (
     LEAF_BOX,
     SHARED,
     Pass,
-    check_callable,
     flags_of,
     tie_id,
 )
-from ._errors import call_user
+from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
 from ._node import Node
 from ._path import Path
