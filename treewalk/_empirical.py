@@ -13,8 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._empirical_probes import _times, grad_scaled
-from ._empirical_stats import _call_batch, _Measure, layer_stats
+from ._empirical_probes import grad_scaled, times
+from ._empirical_stats import Measure, call_batch, layer_stats
 from ._errors import ArgumentError, InitError
 from ._frameworks import WEIGHT_NAMES
 from ._path import Path, show_path
@@ -108,7 +108,7 @@ def empirical(
     if not tol > 0:
         raise ArgumentError(f"tol must be positive; got {tol!r}.")
     psel = name(*WEIGHT_NAMES) if params is None else as_selector(params)
-    m = _Measure(model, _call_batch(batch, key), loss_fn, layers, psel)
+    m = Measure(model, call_batch(batch, key), loss_fn, layers, psel)
     n = m.n
     s = np.ones(n)
     cap = n + 1 if max_passes is None else max_passes
@@ -166,7 +166,7 @@ def empirical(
 
     def rescale(path: Path, layer: Any, _: Any) -> Any:
         c = scale[path]
-        out = replace(layer, psel, lambda p, x, k: _times(x, c), strict=False)
+        out = replace(layer, psel, lambda p, x, k: times(x, c), strict=False)
         if grad_scale is not None:
             out = grad_scaled(path, out, grad_scale[path])
         return out

@@ -73,14 +73,14 @@ class _State:
         self.features: dict[int, int] = {}
 
 
-_STATE = _State()
+STATE = _State()
 
 
 def _scaled(layer: Any, c: Any, params: Any) -> Any:
-    return replace(layer, params, lambda p, x, k: _times(x, c), strict=False)
+    return replace(layer, params, lambda p, x, k: times(x, c), strict=False)
 
 
-def _times(x: Any, c: Any) -> Any:
+def times(x: Any, c: Any) -> Any:
     """`x * c` in `x`'s dtype for float arrays; anything else as it is."""
     dtype = getattr(x, "dtype", None)
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
@@ -89,16 +89,16 @@ def _times(x: Any, c: Any) -> Any:
 
 
 def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
-    inputs = _STATE.inputs
+    inputs = STATE.inputs
     if inputs is None:
         return layer(*args, **kwargs)
     if inputs == "shapes":
         y = layer(*args, **kwargs)
-        _STATE.features[index] = int(y.shape[-1]) if getattr(y, "ndim", 0) else 1
+        STATE.features[index] = int(y.shape[-1]) if getattr(y, "ndim", 0) else 1
         return y
     s, t, m, u, c = inputs
-    if _STATE.params is not None:
-        layer = _scaled(layer, s[index], _STATE.params)
+    if STATE.params is not None:
+        layer = _scaled(layer, s[index], STATE.params)
     y = layer(*args, **kwargs)
     if not isinstance(y, jax.Array):
         raise InitError(
@@ -106,8 +106,8 @@ def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
             f"{type(y).__name__}, not an array. Select layers that return one array "
             f"(Linear, Conv, ...)."
         )
-    if index not in _STATE.order:
-        _STATE.order.append(index)
+    if index not in STATE.order:
+        STATE.order.append(index)
     return _probe(y, t[index], m[index], u[index], c[index])
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._empirical_probes import _STATE, probed
+from ._empirical_probes import STATE, probed
 from ._errors import InitError
 from ._path import Path, path_str, show_path
 from ._query import paths as _paths
@@ -40,7 +40,7 @@ class LayerStats:
     passes: int = 0
 
 
-class _Measure:
+class Measure:
     """One compiled `loss` + `jax.grad` with probes on the selected layers."""
 
     def __init__(
@@ -65,15 +65,15 @@ class _Measure:
             it = iter(arrs)
             full = [next(it) if a else x for x, a in zip(statics, is_arr, strict=True)]
             m = jax.tree_util.tree_unflatten(treedef, full)
-            _STATE.inputs, _STATE.params = inputs, params
+            STATE.inputs, STATE.params = inputs, params
             try:
                 return loss_fn(m, batch)
             finally:
-                _STATE.inputs = _STATE.params = None
+                STATE.inputs = STATE.params = None
 
-        _STATE.features = {}
+        STATE.features = {}
         jax.eval_shape(lambda a: loss_of("shapes", a), arrs)
-        features = [_STATE.features.get(i, 1) for i in range(n)]
+        features = [STATE.features.get(i, 1) for i in range(n)]
 
         def measure(s: Any, shifts: Any, arrs: Any) -> Any:
             z = jnp.zeros(n, jnp.float32)
@@ -89,13 +89,13 @@ class _Measure:
 
     def __call__(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(activation RMS, activation std, gradient RMS)` per layer at scales `s`."""
-        _STATE.order = []
+        STATE.order = []
         shifts = self.shifts
         loss, (sq, sums, gsq, count) = self._measure(
             jnp.asarray(s, jnp.float32), [jnp.asarray(x) for x in shifts], self._arrs
         )
         if self.order is None:
-            self.order = list(_STATE.order)
+            self.order = list(STATE.order)
             missing = sorted(set(range(self.n)) - set(self.order))
             if missing:
                 raise InitError(
@@ -123,7 +123,7 @@ class _Measure:
         return act, std, grad
 
 
-def _call_batch(batch: Any, key: Any) -> Any:
+def call_batch(batch: Any, key: Any) -> Any:
     return batch(key) if callable(batch) else batch
 
 
@@ -166,13 +166,13 @@ def layer_stats(
         ```
     """
     key = jax.random.key(0) if key is None else key
-    m = _Measure(model, _call_batch(batch, key), loss_fn, layers, None)
+    m = Measure(model, call_batch(batch, key), loss_fn, layers, None)
     act, std, grad = m(np.ones(m.n))
     return _stats(m, act, std, grad, 0)
 
 
 def _stats(
-    m: _Measure, act: np.ndarray, std: np.ndarray, grad: np.ndarray, passes: int
+    m: Measure, act: np.ndarray, std: np.ndarray, grad: np.ndarray, passes: int
 ) -> LayerStats:
     order = m.order or list(range(m.n))
     ref = grad[order[-1]]

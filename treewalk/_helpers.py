@@ -16,7 +16,7 @@ from ._errors import ArgumentError, InitError
 from ._helpers_sharding import constrain as constrain
 from ._helpers_sharding import eager as eager
 from ._helpers_sharding import place as _place
-from ._helpers_sharding import sharding_of as sharding_of
+from ._helpers_sharding import sharding_of
 from ._helpers_sharding import stack_sharding as stack_sharding
 from ._node import Node
 from ._path import Path, show_path
@@ -66,7 +66,6 @@ class ArrayFn:
     """
 
     needs_key = False
-    name = "array fn"
 
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
         raise NotImplementedError

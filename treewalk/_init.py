@@ -2,8 +2,8 @@
 place in the tree, drawn in batches of leaves with equal parameters.
 
 Where the rest lives: `_init_layout` (weight layouts and fans), `_init_scaling`
-(variance scaling, LeCun/He/Glorot, PyTorch's default), `_init_simple` (normal, uniform,
-truncated normal, orthogonal), `_empirical` (data-driven init).
+(variance scaling, PyTorch's default), `_init_presets` (LeCun, He, Glorot), `_init_simple`
+(normal, uniform, truncated normal, orthogonal), `_empirical*` (data-driven init).
 """
 
 from __future__ import annotations
@@ -117,5 +117,5 @@ class _Bound(ArrayFn):
         return repr(self.init)
 
 
-def _fmt(**kw: Any) -> str:
+def fmt_kwargs(**kw: Any) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kw.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._init import _fmt
+from ._init import fmt_kwargs
 from ._init_scaling import Distribution, Mode, variance_scaling
 
 
@@ -26,7 +26,7 @@ def _preset(
     kw.update(
         (k, v) for k, v in (("layout", layout), ("fan_in", fan_in), ("fan_out", fan_out)) if v
     )
-    init.label = f"tw.init.{name}({_fmt(**kw)})"
+    init.label = f"tw.init.{name}({fmt_kwargs(**kw)})"
     return init
 
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ._errors import ArgumentError, InitError
-from ._init import Initializer, _fmt
+from ._init import Initializer, fmt_kwargs
 from ._init_layout import check_layout, find_fans
 from ._node import Node
 from ._path import show_path
@@ -89,7 +89,8 @@ class variance_scaling(Initializer):
         self.scale, self.mode, self.distribution = float(scale), mode, distribution
         self.layout = None if layout is None else check_layout(layout)
         self.fan_in, self.fan_out = fan_in, fan_out
-        self.label = f"tw.init.variance_scaling({_fmt(scale=scale, mode=mode)}, {distribution!r})"
+        args = fmt_kwargs(scale=scale, mode=mode)
+        self.label = f"tw.init.variance_scaling({args}, {distribution!r})"
 
     def fans(self, n: Node) -> tuple[int, int]:
         fi, fo = self.fan_in, self.fan_out
@@ -127,7 +128,7 @@ class variance_scaling(Initializer):
 
 def _kw(layout: str | None, fan_in: int | None, fan_out: int | None) -> str:
     kw = {k: v for k, v in (("layout", layout), ("fan_in", fan_in), ("fan_out", fan_out)) if v}
-    return _fmt(**kw)
+    return fmt_kwargs(**kw)
 
 
 class torch_default(Initializer):

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from jax.sharding import PartitionSpec, Sharding
+
 from . import _attr
 
 # ----------------------------------------------------------------------------------------
@@ -52,8 +54,6 @@ def box_partitioning(box: Any) -> tuple[Any, Any] | None:
     `out_sharding` (flax >= 0.12; `sharding_names`/`sharding` before), linen `Partitioned`
     as `names` (logical names of `LogicallyPartitioned` go through its rules).
     """
-    from jax.sharding import PartitionSpec, Sharding
-
     if isinstance(box, _attr("flax.nnx.variablelib", "Variable")):
         meta = box.get_metadata()
         names = None

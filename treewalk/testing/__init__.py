@@ -34,6 +34,7 @@ except ImportError as e:  # pragma: no cover - tested in a subprocess
 
 del _hypothesis
 
+from ._kinds import nnx_node  # noqa: E402
 from ._laws import check_key_deterministic as check_key_deterministic  # noqa: E402
 from ._laws import check_laws as check_laws  # noqa: E402
 from ._laws import check_pure as check_pure  # noqa: E402
@@ -42,6 +43,7 @@ from ._nodes import Keyed as Keyed  # noqa: E402
 from ._nodes import Pair as Pair  # noqa: E402
 from ._nodes import Static as Static  # noqa: E402
 from ._nodes import Unkeyed as Unkeyed  # noqa: E402
+from ._nodes import eqx_node  # noqa: E402
 from ._nodes import trees_equal as trees_equal  # noqa: E402
 from ._strategies import leaves as leaves  # noqa: E402
 from ._strategies import paths_of as paths_of  # noqa: E402
@@ -69,9 +71,6 @@ def __getattr__(name: str) -> Any:
     # `EqxNode` and `NnxNode` subclass `eqx.Module` and `nnx.Module`: made on first use,
     # so that importing treewalk.testing imports no framework.
     if name in ("EqxNode", "NnxNode"):
-        from ._kinds import nnx_node
-        from ._nodes import eqx_node
-
         cls = eqx_node() if name == "EqxNode" else nnx_node()
         if cls is not None:
             return cls
