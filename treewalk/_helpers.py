@@ -236,7 +236,7 @@ zeros = Fill(0, "tw.zeros")
 
 A numpy leaf gets a numpy array of its own dtype, a Python number `0` of its own type.
 Exact for every dtype (unlike `x * 0`, which keeps NaN and inf). Many same-shape leaves
-are made in one call. See [`Fill`][treewalk._helpers.Fill].
+are made in one call.
 
 !!! Example
 
@@ -306,6 +306,8 @@ class initializer(ArrayFn):
 
     Works on `jax.ShapeDtypeStruct` leaves too, which is how an abstract model
     (`eqx.filter_eval_shape`, `nnx.eval_shape`) is materialised directly into its init.
+    A numpy leaf gets a numpy array of its own dtype: `init` is called with the dtype JAX
+    has for it (`float32` for `float64` while x64 is off) and the result converted.
 
     !!! Example
 
