@@ -571,6 +571,143 @@ def case6(quick: bool) -> None:
 # --------------------------------------------------------------------------- report
 
 
+def case7(quick: bool, repeats: int) -> None:
+    """One engine under every call: queries, walks, a small model, depth, misses."""
+    import equinox as eqx
+
+    import treewalk as tw
+
+    n = 2_000 if quick else 100_000
+    tree = nested_dict(n)
+    label = f"nested dict, {len(jax.tree_util.tree_leaves(tree)):,} leaves"
+    print(f"case 7: the engine's front-ends against hand-written JAX ({label})")
+    flat = jax.tree_util.tree_flatten_with_path
+
+    def hand_paths() -> Any:
+        return [p for p, _ in flat(tree)[0] if is_bias(p)]
+
+    run_tools(
+        "7",
+        f"{label}, paths",
+        {
+            "treewalk paths('**/bias')": lambda: tw.paths(tree, "**/bias"),
+            "tree_flatten_with_path + path test": hand_paths,
+        },
+        repeats,
+        sync=False,
+    )
+    run_tools(
+        "7",
+        f"{label}, mask",
+        {
+            "treewalk mask(~name('bias'))": lambda: tw.mask(tree, ~tw.name("bias")),
+            "tree_map_with_path path test": lambda: jax.tree_util.tree_map_with_path(
+                lambda p, x: not is_bias(p), tree
+            ),
+        },
+        repeats,
+        sync=False,
+    )
+    run_tools(
+        "7",
+        f"{label}, identity walk",
+        {
+            "treewalk prewalk identity": lambda: tw.prewalk(lambda p, x: x, tree),
+            "treewalk postwalk identity": lambda: tw.postwalk(lambda p, x: x, tree),
+            "tree_map_with_path identity": lambda: jax.tree_util.tree_map_with_path(
+                lambda p, x: x, tree
+            ),
+        },
+        repeats,
+    )
+
+    def miss() -> Any:
+        try:
+            tw.replace(tree, "**/biass", tw.zeros)
+        except tw.NoMatchError as e:
+            return str(e)
+
+    run_tools(
+        "7",
+        f"{label}, a miss",
+        {
+            "treewalk replace('**/biass'): NoMatchError": miss,
+            "treewalk replace('**/biass', strict=False)": lambda: tw.replace(
+                tree, "**/biass", tw.zeros, strict=False
+            ),
+        },
+        repeats,
+        sync=False,
+    )
+
+    deep: Any = jnp.ones(2)
+    for _ in range(900):
+        deep = {"a": deep}
+    run_tools(
+        "7",
+        "900-deep dict",
+        {
+            "treewalk replace(arrays, zeros)": lambda: tw.replace(deep, tw.arrays, tw.zeros),
+            "treewalk paths('**/a')": lambda: tw.paths(deep, "**/a"),
+            "treewalk postwalk identity": lambda: tw.postwalk(lambda p, x: x, deep),
+            "tree_map_with_path identity": lambda: jax.tree_util.tree_map_with_path(
+                lambda p, x: x, deep
+            ),
+        },
+        repeats,
+    )
+
+    mlp = eqx.nn.MLP(64, 10, 256, 4, key=jax.random.key(0))
+    he = jax.nn.initializers.he_normal()
+    key = jax.random.key(1)
+
+    def hand_keyed() -> Any:
+        ws = [layer.weight for layer in mlp.layers]
+        keys = jax.random.split(key, len(ws))
+        new = [he(k, w.shape, w.dtype) for k, w in zip(keys, ws, strict=True)]
+        return eqx.tree_at(lambda m: [layer.weight for layer in m.layers], mlp, new)
+
+    init = tw.initializer(he)
+    small = "eqx.nn.MLP(64, 10, 256, 4)"
+    # The first call compiles: each timed in a fresh process, after building the model.
+    setup = (
+        "import time, jax, equinox as eqx, treewalk as tw\n"
+        "mlp = eqx.nn.MLP(64, 10, 256, 4, key=jax.random.key(0))\n"
+        "he = jax.nn.initializers.he_normal(); key = jax.random.key(1)\n"
+        "jax.block_until_ready(mlp.layers[0].weight + 1)\n"
+        "t0 = time.perf_counter()\n"
+    )
+    first = {
+        "cold: treewalk keyed replace": "out = tw.replace(mlp, '**/weight', tw.initializer(he), "
+        "key=key)",
+        "cold: split + he_normal + eqx.tree_at": "ws = [l.weight for l in mlp.layers]\n"
+        "ks = jax.random.split(key, len(ws))\n"
+        "out = eqx.tree_at(lambda m: [l.weight for l in m.layers], mlp, "
+        "[he(k, w.shape, w.dtype) for k, w in zip(ks, ws)])",
+    }
+    for tool, code in first.items():
+        script = setup + code + "\njax.block_until_ready(out)\nprint(time.perf_counter() - t0)"
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        record("7", f"{small}, first call", tool, float(done.stdout.split()[-1]))
+    run_tools(
+        "7",
+        small,
+        {
+            "treewalk keyed replace(he_normal)": lambda: tw.replace(
+                mlp, "**/weight", init, key=key
+            ),
+            "split + he_normal + eqx.tree_at": hand_keyed,
+            "treewalk replace('**/bias', tw.zeros)": lambda: tw.replace(mlp, "**/bias", tw.zeros),
+            "eqx.tree_at(replace_fn=zeros_like)": lambda: eqx.tree_at(
+                lambda m: [layer.bias for layer in m.layers], mlp, replace_fn=jnp.zeros_like
+            ),
+        },
+        max(repeats, 30),
+    )
+
+
 def table() -> str:
     """Markdown table: ratios against the treewalk row of the same case and tree."""
     lines = [
@@ -595,7 +732,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small trees, seconds (CI smoke)")
     ap.add_argument("--slow", action="store_true", help="also per-leaf jit at 2,000 leaves")
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated case numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated case numbers")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per tool")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
@@ -634,6 +771,8 @@ def main() -> None:
         case5(args.quick, repeats, args.slow)
     if "6" in only:
         case6(args.quick)
+    if "7" in only:
+        case7(args.quick, repeats)
     print()
     print(table())
     print(f"\ntotal {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")

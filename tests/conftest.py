@@ -5,7 +5,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 # CI: deterministic and bounded. Locally: `HYPOTHESIS_PROFILE=big pytest`.
 settings.register_profile(
@@ -15,6 +15,8 @@ settings.register_profile(
     deadline=None,
     max_examples=40,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # No "explain" phase: on these trees it re-runs a failing example for minutes.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 )
 settings.register_profile(
     "big",

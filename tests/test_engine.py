@@ -15,8 +15,6 @@ The reference states the rules once, independently of the engine:
 
 from __future__ import annotations
 
-import copy
-
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -56,7 +54,9 @@ def reference(tree, *, walks=False):
     out, seen = [], set()
 
     def go(path, x, outer):
-        if isinstance(x, MUTABLE):
+        # walks give fn a tied array once too (queries list every path it is at)
+        tied = MUTABLE + ((jax.Array, np.ndarray) if walks else ())
+        if isinstance(x, tied):
             if id(x) in seen:
                 return
             seen.add(id(x))
@@ -155,13 +155,12 @@ def test_mask_labels_show_agree_with_the_reference(args):
     leaves = [(p, x) for p, x, o, leaf in reference(tree) if leaf and x is not None]
     hits = {tw.path_str(p) for p, _ in ref_select(tree, sel)}
     m = tw.mask(tree, sel)
-    got = [v for _, v in tw.select(m, tw.everything) if isinstance(v, bool)]
-    assert len(got) == len(leaves)
-    assert got == [tw.path_str(p) in hits for p, _ in leaves]
     lab = tw.labels(tree, {"a": sel, "b": ~sel})
-    assert [v for _, v in tw.select(lab, tw.everything) if v in ("a", "b")] == [
-        "a" if g else "b" for g in got
-    ]
+    got = {tw.path_str(p): v for p, v in tw.select(m, tw.everything) if isinstance(v, bool)}
+    labs = {tw.path_str(p): v for p, v in tw.select(lab, tw.everything) if v in ("a", "b")}
+    for p, _ in leaves:  # a tie's later paths hold the same (first) value: not checked
+        assert got[tw.path_str(p)] == (tw.path_str(p) in hits)
+        assert labs[tw.path_str(p)] == ("a" if tw.path_str(p) in hits else "b")
     tops = {tw.path_str(p) for p, _ in ref_select(tree, sel, outermost=True)}
     rows = tw.show(tree, sel, max_rows=None).rows
     assert [tw.path_str(r.path) for r in rows] == [tw.path_str(p) for p, _ in leaves]
@@ -364,7 +363,7 @@ def test_equinox_linear_without_bias_none_is_never_selected():
 
 def test_replace_input_untouched_when_fn_raises_on_nnx():
     m = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
-    before = copy.deepcopy(nnx.state(m))
+    kernel, before = m.kernel, np.asarray(m.kernel[...]).copy()
 
     def boom(p, layer, k):
         layer.kernel = nnx.Param(jnp.zeros((2, 3)))
@@ -372,4 +371,4 @@ def test_replace_input_untouched_when_fn_raises_on_nnx():
 
     with pytest.raises(tw.CallbackError, match="ValueError at path <root>"):
         tw.replace(m, nnx.Linear, boom)
-    assert trees_equal(nnx.state(m), before)
+    assert m.kernel is kernel and (np.asarray(m.kernel[...]) == before).all()

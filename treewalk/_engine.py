@@ -269,6 +269,7 @@ class Pass:
         root = x
 
         append, hits_append = values.append, hits.append
+        cur = Node((), None, None, None)
         outermost = hit_action == HIT
 
         def at(p: Path, y: Any) -> bool:
@@ -295,6 +296,17 @@ class Pass:
                         return True
                 if f & BOX:
                     return self._box(path, y, f, parents[d], values, pending, True)
+            if f & LEAF and visit is None:
+                # A leaf, asked through one reused Node: no object per leaf (the cyclic
+                # GC's passes over them cost more than the asking). A hit gets its own.
+                cur.path, cur.node, cur.outer = path, y, None if d else outer
+                cur.parent, cur._segs = parents[d], None
+                if select is not None and (y is not None or include_none) and select(cur):
+                    hits_append(Node(path, y, cur.outer, cur.parent))
+                    if outermost:
+                        return self._hit(y, f, values, pending)
+                append(y if leaf is None else leaf(cur))
+                return True
             n = Node(path, y, None if d else outer, parents[d])
             if select is not None:
                 if (y is not None or include_none) and select(n):
