@@ -100,7 +100,7 @@ def test_big_leaves_are_drawn_one_by_one() -> None:
     tree = {"a": big(), "b": big(), "c": jnp.zeros(3), "d": jnp.zeros(3)}
     key = jax.random.key(0)
     out = tw.replace(tree, tw.arrays, init, key=key)
-    assert calls == [((3,), jnp.float32)]  # only the small leaves were stacked
+    assert [s[:2] for s in calls] == [((3,), jnp.float32)]  # only the small leaves stacked
     for name in "ab":
         want = jax.random.normal(tw.key_for_path(key, (name,)), (257, 256))
         assert jnp.array_equal(out[name], want)
