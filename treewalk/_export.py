@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jaxtyping import PyTree
 
 from ._checkpoint import check_layout, convert_weight, model_leaves
 from ._errors import ArgumentError
 from ._frameworks.checkpoint import VECTOR_ROLES
 from ._load_plan import Rename, renamer_of
 from ._load_source import normalise
+from ._typing import PyTree
 
 
 def export(

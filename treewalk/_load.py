@@ -9,7 +9,6 @@ import jax
 import numpy as np
 from jax.sharding import AbstractMesh, NamedSharding, Sharding
 from jax.tree_util import keystr
-from jaxtyping import PyTree
 
 from ._errors import LoadError
 from ._frameworks import box_partitioning
@@ -17,6 +16,7 @@ from ._load_plan import LoadPlan, Rename, Step, plan
 from ._load_source import Source, staging
 from ._replace import replace
 from ._selectors import arrays
+from ._typing import PyTree
 
 
 def load_plan(

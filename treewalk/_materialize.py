@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
-from jaxtyping import PyTree
 
 from ._errors import ArgumentError, InitError, NoMatchError
 from ._frameworks import box_partitioning
@@ -17,6 +16,7 @@ from ._path import path_str, show_path
 from ._query import find
 from ._replace import replace
 from ._selector import Selector, as_selector, predicate
+from ._typing import PyTree
 
 Plan = Mapping[Any, Any]
 
@@ -264,8 +264,8 @@ class _Resolve:
                 sharding = NamedSharding(self.mesh, PartitionSpec())
         return jax.ShapeDtypeStruct(node.shape, node.dtype, sharding=sharding)
 
-    def __call__(self, path: Any, node: Any, key: Any) -> Any:  # pragma: no cover
-        raise NotImplementedError  # `replace` calls tw_call
+    def __call__(self, path: Any, node: Any, key: Any) -> Any:
+        return self.tw_call(Node(path, node, None, None), key)
 
     def _sharding(self, n: Node, spec: Any, box_mesh: Any, where: str) -> Sharding:
         if isinstance(spec, NamedSharding) and not isinstance(spec.mesh, Mesh):

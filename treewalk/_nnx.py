@@ -12,6 +12,7 @@ from typing import Any
 
 from jax.tree_util import GetAttrKey, SequenceKey
 
+from ._frameworks import unboxed
 from ._node import Node
 from ._path import BoxKey, Path, path_segments
 from ._query import leaf_values
@@ -29,10 +30,7 @@ class NNXFilter:
         segs = tuple(path)
         if self._selected is not None:
             return segs in self._selected
-        inner = value
-        if hasattr(value, "get_metadata"):  # an NNX Variable: look inside, like the walk
-            get = getattr(value, "get_value", None)
-            inner = get() if get is not None else value.value
+        inner = unboxed(value)  # a Variable: look inside it, as every call does
         outer = value if inner is not value else None
         keys: Path = tuple(SequenceKey(s) if type(s) is int else GetAttrKey(str(s)) for s in segs)
         if outer is not None:
@@ -98,7 +96,7 @@ def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], A
     if model is None:
         return NNXFilter(sel, None)
     selected: set[tuple[Any, ...]] = set()
-    match = sel.match
+    match = sel.compile()
 
     def leaf(n: Node) -> Any:
         if match(n):

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxtyping import PyTree
-
 from ._engine import GO, HIT, KEEP, Pass
 from ._errors import LabelError, StructureError
 from ._node import Node
 from ._path import Path, show_path
 from ._selector import Selector, as_selector
-
-IsLeaf = Callable[[Any], bool] | None
+from ._typing import IsLeaf, PyTree
 
 
 def find(
@@ -186,7 +183,7 @@ def leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
     return Pass(leaf=leaf, is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
 
 
-def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree[bool]:
+def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree:
     """A pytree of `bool` with `tree`'s structure: `True` exactly at the leaves `selector`
     matches.
 

@@ -6,8 +6,6 @@ import difflib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from jaxtyping import PyTree
-
 from ._engine import GO, LEAF, Pass, flags_of, ready
 from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
@@ -15,6 +13,7 @@ from ._node import Node
 from ._path import path_str
 from ._results import ReplaceFn, results
 from ._selector import Selector, as_selector, glob
+from ._typing import PyTree
 
 
 def replace(

@@ -9,12 +9,12 @@ from typing import Any
 
 import jax
 import numpy as np
-from jaxtyping import PyTree
 
 from ._engine import GO, HIT_GO, Pass
 from ._node import Node
 from ._path import Path, path_str
 from ._selector import as_selector
+from ._typing import PyTree
 
 
 class Row:
@@ -214,7 +214,7 @@ def show(
         assert (table.selected, table.total) == (8, 40)
         ```
     """
-    match = None if selector is None else as_selector(selector).match
+    match = None if selector is None else as_selector(selector).compile()
     hits: set[int] = set()  # ids of the Nodes the selector matched, in this one pass
     rows: list[Row] = []
 
