@@ -159,9 +159,13 @@ class Fill(ArrayFn):
         ```
     """
 
+    value: Any
+    label: str
+    _fits: dict[Any, str | None]
+
     def __init__(self, value: Any, label: str) -> None:
         self.value, self.label = value, label
-        self._fits: dict[Any, str | None] = {}
+        self._fits = {}
 
     def check(self, path: Path, dtype: Any, leaf: str | None = None) -> None:
         """Raise `InitError` if `dtype` cannot hold the value (`leaf`: what the leaf is,
@@ -231,7 +235,7 @@ def _misfit(value: Any, dtype: Any) -> str | None:
     return None
 
 
-zeros = Fill(0, "tw.zeros")
+zeros: Fill = Fill(0, "tw.zeros")
 """`fn` for `replace`: an array of zeros with the node's shape and dtype.
 
 A numpy leaf gets a numpy array of its own dtype, a Python number `0` of its own type.
@@ -249,7 +253,7 @@ are made in one call.
     ```
 """
 
-ones = Fill(1, "tw.ones")
+ones: Fill = Fill(1, "tw.ones")
 """`fn` for `replace`: an array of ones with the node's shape and dtype.
 
 A numpy leaf gets a numpy array of its own dtype, a Python number `1` of its own type.
@@ -324,6 +328,7 @@ class initializer(ArrayFn):
     """
 
     needs_key = True
+    init: Callable[..., Any]
 
     def __init__(self, init: Callable[..., Any]) -> None:
         if not callable(init):

@@ -67,6 +67,14 @@ class variance_scaling(Initializer):
         ```
     """
 
+    scale: float
+    mode: Mode
+    distribution: Distribution
+    layout: str | None
+    fan_in: int | None
+    fan_out: int | None
+    label: str
+
     def __init__(
         self,
         scale: float = 1.0,
@@ -157,6 +165,9 @@ class torch_default(Initializer):
         assert abs(mlp.layers[1].weight).max() <= 1000 ** -0.5
         ```
     """
+
+    layout: str | None
+    fan_in: int | None
 
     def __init__(self, *, layout: str | None = None, fan_in: int | None = None) -> None:
         self.layout = None if layout is None else check_layout(layout)

@@ -31,6 +31,8 @@ class normal(Initializer):
         ```
     """
 
+    stddev: float
+
     def __init__(self, stddev: float = 1e-2) -> None:
         self.stddev = stddev
 
@@ -59,6 +61,8 @@ class uniform(Initializer):
         ```
     """
 
+    scale: float
+
     def __init__(self, scale: float = 1e-2) -> None:
         self.scale = scale
 
@@ -85,6 +89,10 @@ class truncated_normal(Initializer):
         assert abs(x).max() <= 0.2
         ```
     """
+
+    stddev: float
+    lower: float
+    upper: float
 
     def __init__(self, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> None:
         if not lower < upper:
@@ -121,6 +129,10 @@ class orthogonal(Initializer):
         assert jnp.allclose(lin.weight @ lin.weight.T, jnp.eye(4), atol=1e-5)
         ```
     """
+
+    scale: float
+    layout: str | None
+    column_axis: int | None
 
     def __init__(
         self, scale: float = 1.0, *, layout: str | None = None, column_axis: int | None = None

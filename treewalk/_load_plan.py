@@ -49,12 +49,23 @@ class Step:
         "why",
     )
 
+    leaf: Leaf | None
+    key: str | None
+    renamed: str | None
+    shape: tuple[int, ...]
+    dtype: Any
+    perm: tuple[int, ...] | None
+    reshape: bool
+    cast: bool
+    status: str
+    why: str
+
     def __init__(self, leaf: Leaf | None, key: str | None, status: str, why: str = "") -> None:
         self.leaf, self.key, self.status, self.why = leaf, key, status, why
-        self.renamed: str | None = None
-        self.shape: tuple[int, ...] = ()
-        self.dtype: Any = None
-        self.perm: tuple[int, ...] | None = None
+        self.renamed = None
+        self.shape = ()
+        self.dtype = None
+        self.perm = None
         self.reshape = False
         self.cast = False
 
@@ -110,11 +121,17 @@ class LoadPlan:
     `layout` (the source's convention), `framework` (the destination's), `source`.
     """
 
+    steps: list[Step]
+    layout: str | None
+    framework: str | None
+    source: Source
+    #: Was `layout` passed (or told by a pytree source), not taken from the destination?
+    layout_given: bool
+
     def __init__(
         self, steps: list[Step], layout: str | None, framework: str | None, source: Source
     ) -> None:
         self.steps, self.layout, self.framework, self.source = steps, layout, framework, source
-        #: Was `layout` passed (or told by a pytree source), not taken from the destination?
         self.layout_given = True
 
     def problems(self, strict: bool = True) -> list[Step]:

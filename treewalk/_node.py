@@ -42,9 +42,15 @@ class Node:
 
     __slots__ = ("path", "node", "outer", "parent", "_segs")
 
+    path: Path
+    node: Any
+    outer: Any
+    parent: Node | None
+    _segs: tuple[Any, ...] | None
+
     def __init__(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
         self.path, self.node, self.outer, self.parent = path, node, outer, parent
-        self._segs: tuple[Any, ...] | None = None
+        self._segs = None
 
     @property
     def last(self) -> Any:
@@ -61,6 +67,7 @@ class Node:
 
     @property
     def segs(self) -> tuple[Any, ...]:
+        """The path's segments (`tw.path_segments(self.path)`), computed once."""
         segs = self._segs
         if segs is None:
             parent = self.parent

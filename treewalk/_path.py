@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 Path: TypeAlias = tuple[Any, ...]
 Segment: TypeAlias = str | int
 
+if TYPE_CHECKING:
+    # JAX declares its key entry types `Any`; type checkers see a `GetAttrKey` of this shape.
+    class _GetAttrKey:
+        name: str
 
-class BoxKey(GetAttrKey):
+        def __init__(self, name: str) -> None: ...
+
+else:
+    _GetAttrKey = GetAttrKey
+
+
+class BoxKey(_GetAttrKey):
     """The key entry of a value inside a box (an NNX `Variable`, a linen `Partitioned`, ...).
 
     It is a `GetAttrKey` (so `jax.tree_util.keystr` and `==` treat it as `.value`), but

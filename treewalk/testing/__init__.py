@@ -26,11 +26,11 @@ from typing import Any
 
 try:
     import hypothesis as _hypothesis
-except ImportError as e:  # pragma: no cover - tested in a subprocess
+except ImportError as _err:  # pragma: no cover - tested in a subprocess
     raise ImportError(
         "treewalk.testing needs hypothesis, which is not installed: "
         'pip install "jax-treewalk[testing]"'
-    ) from e
+    ) from _err
 
 del _hypothesis
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import numpy as np
@@ -23,6 +23,9 @@ class Pair(NamedTuple):
 class Keyed:
     """A custom node registered *with* keys: children `left`/`right` under `GetAttrKey`s."""
 
+    left: Any
+    right: Any
+
     def __init__(self, left: Any, right: Any) -> None:
         self.left, self.right = left, right
 
@@ -40,7 +43,7 @@ class Keyed:
     def __eq__(self, other: object) -> bool:
         return type(other) is Keyed and _eq(self.left, other.left) and _eq(self.right, other.right)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Keyed({self.left!r}, {self.right!r})"
@@ -49,6 +52,8 @@ class Keyed:
 @jax.tree_util.register_pytree_node_class
 class Unkeyed:
     """A custom node registered *without* keys: children get `FlattenedIndexKey`s."""
+
+    items: tuple[Any, ...]
 
     def __init__(self, *items: Any) -> None:
         self.items = tuple(items)
@@ -63,7 +68,7 @@ class Unkeyed:
     def __eq__(self, other: object) -> bool:
         return type(other) is Unkeyed and _eq(self.items, other.items)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Unkeyed{self.items!r}"
