@@ -328,9 +328,9 @@ class initializer(ArrayFn):
     """
 
     needs_key = True
-    init: Callable[..., Any]
+    init: Callable[[Any, tuple[int, ...], Any], Any]
 
-    def __init__(self, init: Callable[..., Any]) -> None:
+    def __init__(self, init: Callable[[Any, tuple[int, ...], Any], Any]) -> None:
         if not callable(init):
             raise ArgumentError(
                 f"tw.initializer takes a function init(key, shape, dtype), e.g. "

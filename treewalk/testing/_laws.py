@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import numpy as np
@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from .._path import show_path
 from ._nodes import _eq, trees_equal
 from ._strategies import pytrees
+
+#: A tree transform under test: `transform(tree)` or `transform(tree, key)`.
+Transform: TypeAlias = Callable[[Any], Any] | Callable[[Any, Any], Any]
 
 
 def _keyed(transform: Callable[..., Any]) -> bool:
@@ -70,7 +73,7 @@ def _snapshot(x: Any) -> Any:
 
 
 def check_structure_preserving(
-    transform: Callable[..., Any],
+    transform: Transform,
     *,
     trees: st.SearchStrategy[Any] | None = None,
     max_examples: int | None = None,
@@ -126,7 +129,7 @@ def check_structure_preserving(
 
 
 def check_pure(
-    transform: Callable[..., Any],
+    transform: Transform,
     *,
     trees: st.SearchStrategy[Any] | None = None,
     max_examples: int | None = None,
@@ -209,7 +212,7 @@ def check_key_deterministic(
 
 
 def check_laws(
-    transform: Callable[..., Any],
+    transform: Transform,
     *,
     trees: st.SearchStrategy[Any] | None = None,
     max_examples: int | None = None,
