@@ -68,6 +68,8 @@ class ArrayFn:
     needs_key = False
 
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+        """The JAX array for one leaf of `shape` and `dtype` (`key` is `None` without
+        `key=`; a subclass that needs one sets `needs_key = True`)."""
         raise NotImplementedError
 
     def draw_numpy(self, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -59,12 +59,16 @@ class Initializer(ArrayFn):
     needs_key = True
 
     def params(self, n: Node) -> Any:
+        """What the draw at node `n` needs beyond shape, dtype and key (hashable; the
+        fans, for fan-based initialisers). The default: `()`."""
         return ()
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
+        """The JAX array for one leaf, given `params(n)`."""
         raise NotImplementedError
 
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+        """`sample` with no per-leaf parameters."""
         return self.sample(key, shape, dtype, ())
 
     def prepare(self, n: Node) -> tuple[tuple[int, ...], Any, Any]:
@@ -75,9 +79,11 @@ class Initializer(ArrayFn):
         return shape, dtype, self.params(n)
 
     def tw_signature(self, n: Node) -> Any:
+        """`(shape, dtype, params, is numpy)`: leaves with equal ones are drawn in one batch."""
         return (*self.prepare(n), isinstance(n.node, np.ndarray))
 
     def tw_call(self, n: Node, key: Any) -> Any:
+        """The new leaf at node `n` (what `replace` calls instead of `fn(path, node, key)`)."""
         shape, dtype, params = self.prepare(n)
         if params is None:
             return _zeros(shape, dtype, isinstance(n.node, np.ndarray | np.generic))
@@ -87,6 +93,7 @@ class Initializer(ArrayFn):
         return self.tw_call(Node(path, node, None, None), key)
 
     def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> Any:
+        """Draw `len(nodes)` leaves of one `tw_signature` at once: `[n, *shape]`."""
         shape, dtype, params, numpy = signature
         if params is None:
             return _zeros((len(nodes), *shape), dtype, numpy)

@@ -140,6 +140,7 @@ class LoadPlan:
         return [s for s in self.steps if s.status in bad]
 
     def summary(self) -> str:
+        """The plan's last line: the conventions, and how many rows have each status."""
         kinds = ("load", "tied", "skip", *PROBLEMS)
         counts = {k: sum(s.status == k for s in self.steps) for k in kinds}
         parts = [f"{n} {k}" for k, n in counts.items() if n]

@@ -53,12 +53,15 @@ class Source:
     owned = True
 
     def keys(self) -> list[str]:
+        """The source's keys, in its own order."""
         raise NotImplementedError
 
     def meta(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        """`(shape, dtype)` of the array at `key`, without reading it."""
         raise NotImplementedError
 
     def read(self, key: str) -> np.ndarray:
+        """The array at `key`, as numpy."""
         raise NotImplementedError
 
     def read_index(self, key: str, index: tuple[slice, ...]) -> np.ndarray:

@@ -13,6 +13,8 @@ Segment: TypeAlias = str | int
 if TYPE_CHECKING:
     # JAX declares its key entry types `Any`; type checkers see a `GetAttrKey` of this shape.
     class _GetAttrKey:
+        """`jax.tree_util.GetAttrKey`, as type checkers see it."""
+
         name: str
 
         def __init__(self, name: str) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import jax
 import numpy as np
@@ -19,7 +19,7 @@ from ._strategies import pytrees
 Transform: TypeAlias = Callable[[Any], Any] | Callable[[Any, Any], Any]
 
 
-def _keyed(transform: Callable[..., Any]) -> bool:
+def _keyed(transform: Callable[..., Any]) -> TypeGuard[Callable[[Any, Any], Any]]:
     """Does `transform` take `(tree, key)` rather than `(tree)`?"""
     try:
         sig = inspect.signature(transform)
