@@ -23,7 +23,9 @@ def resolve(tree, path):
         elif isinstance(entry, SequenceKey):
             node = node[entry.idx]
         elif isinstance(entry, GetAttrKey):
-            node = getattr(node, entry.name)
+            # an NNX Variable's value: `get_value()` (`.value` is deprecated in flax 0.12)
+            get = getattr(node, "get_value", None) if entry.name == "value" else None
+            node = get() if get is not None else getattr(node, entry.name)
         elif isinstance(entry, FlattenedIndexKey):
             node = jax.tree_util.tree_flatten(node, is_leaf=lambda x, n=node: x is not n)[0][
                 entry.key
