@@ -90,7 +90,9 @@ def _pyright(args: list[str], cwd: Path) -> dict[str, Any]:
     if pyright is None:
         pytest.skip("pyright is not installed")
     cmd = [pyright, "--outputjson", "--pythonpath", sys.executable, *args]
-    env = {**os.environ, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}
+    # This checkout's treewalk, whatever the environment has installed.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYRIGHT_PYTHON_IGNORE_WARNINGS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
     try:
         return json.loads(proc.stdout)
