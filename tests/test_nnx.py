@@ -98,8 +98,11 @@ class WithState(nnx.Module):
 
 def test_variable_kinds_by_type():
     m = WithState(nnx.Rngs(0, dropout=1))
-    # `tw.arrays` also sees batch statistics and the dropout RNG state ...
-    assert {"bn/mean", "drop/rngs/key", "drop/rngs/count"} <= set(strs(m, tw.arrays))
+    # `tw.arrays` also sees batch statistics and the dropout RNG counter, never the
+    # typed PRNG key; `tw.params` only the parameters ...
+    arrays = set(strs(m, tw.arrays))
+    assert {"bn/mean", "drop/rngs/count"} <= arrays and "drop/rngs/key" not in arrays
+    assert sorted(strs(m, tw.params)) == ["bn/bias", "bn/scale", "l/bias", "l/kernel"]
     # ... the Variable type tells parameters from the rest.
     assert strs(m, tw.of_type(nnx.Param)) == ["bn/bias", "bn/scale", "l/bias", "l/kernel"]
     assert strs(m, nnx.BatchStat) == ["bn/mean", "bn/var"]
@@ -115,12 +118,10 @@ def test_variable_kinds_by_type():
 def test_mask_of_state():
     state = nnx.state(nnx_model())
     mask = tw.mask(state, "**/bias")
-    assert jax.tree.structure(mask) == jax.tree.structure(state)
-    # The mask's own leaves sit under JAX's `.value` entries, like the state's.
-    flags = {
-        tw.path_str(p).removesuffix("/value"): v
-        for p, v in jax.tree_util.tree_leaves_with_path(mask)
-    }
+    # Pure: a bool where each Variable was, the form nnx.Optimizer hands optax.
+    assert jax.tree.structure(mask) == jax.tree.structure(nnx.as_pure(state))
+    assert isinstance(mask, nnx.State)
+    flags = {tw.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(mask)}
     assert flags == {
         "l1/bias": True,
         "l1/kernel": False,

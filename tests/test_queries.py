@@ -41,7 +41,11 @@ def test_where_on_a_tree_of_another_structure_names_a_missing_path():
 
 
 def test_mask_asks_about_leaves_only():
-    assert tw.mask(PARAMS, "norm") == {
+    # "norm" matches a layer, no leaf: strict (the default) refuses it; non-strict, the
+    # mask is all False.
+    with pytest.raises(tw.NoMatchError, match=r"matches layers, not leaves.*tw.inside"):
+        tw.mask(PARAMS, "norm")
+    assert tw.mask(PARAMS, "norm", strict=False) == {
         "dense": {"kernel": False, "bias": False},
         "norm": {"scale": False, "bias": False},
         "step": False,

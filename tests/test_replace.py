@@ -93,7 +93,7 @@ def test_strict_names_the_selector_and_close_paths():
     tree = layers(2)
     with pytest.raises(
         tw.NoMatchError,
-        match=r"selector glob\('\*\*/biass'\) matched nothing.*"
+        match=r"glob\('\*\*/biass'\) matches no node of the tree.*"
         r"Closest paths: 'layer_[01]/bias'",
     ):
         tw.replace(tree, "**/biass", tw.zeros)

@@ -50,6 +50,7 @@ from ._selectors import glob as glob
 from ._selectors import inside as inside
 from ._selectors import name as name
 from ._selectors import of_type as of_type
+from ._selectors import params as params
 from ._selectors import predicate as predicate
 from ._selectors import regex as regex
 from ._show import show as show
@@ -100,6 +101,7 @@ __all__ = [
     "ones",
     "path_segments",
     "path_str",
+    "params",
     "paths",
     "postwalk",
     "predicate",

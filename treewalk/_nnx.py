@@ -16,7 +16,8 @@ from ._frameworks import unboxed
 from ._node import Node
 from ._path import BoxKey, Path, path_segments
 from ._query import leaf_values
-from ._selector import Selector, as_selector
+from ._selectors import Selector, as_selector, brief
+from ._strict import Recorder
 
 
 class NNXFilter:
@@ -41,10 +42,12 @@ class NNXFilter:
 
     def __repr__(self) -> str:
         bound = "" if self._selected is None else ", <model>"
-        return f"tw.nnx_filter({self.selector!r}{bound})"
+        return f"tw.nnx_filter({brief(self.selector)}{bound})"
 
 
-def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], Any], bool]:
+def nnx_filter(
+    selector: Any, model: Any = None, *, strict: bool = True
+) -> Callable[[tuple[Any, ...], Any], bool]:
     """A Flax NNX filter that picks the variables `selector` selects.
 
     Use it wherever NNX takes a filter: `nnx.state(model, f)`, `nnx.split(model, f, ...)`,
@@ -72,6 +75,17 @@ def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], A
 
     - `selector`: anything `tw.replace` takes.
     - `model`: optional, the NNX module (or `nnx.State`) the filter will be used on.
+    - `strict` (with `model` only): every atom of the selector must match a variable
+      of `model` (`tw.NoMatchError` otherwise, as in [`tw.mask`][treewalk.mask]), so
+      `wrt=tw.nnx_filter("haed/**", model)` cannot silently optimise nothing.
+      Without `model` nothing can be checked: pass the model where a typo matters.
+
+    !!! warning "`wrt=` decides what trains, not what is decayed"
+
+        `nnx.Optimizer(model, optax.adamw(...), wrt=tw.nnx_filter(sel, model))`
+        trains only what `sel` selects: the rest is frozen. To exempt biases and norms
+        from weight decay, keep `wrt=nnx.Param` and pass a mask to the optimiser:
+        `optax.adamw(1e-3, mask=tw.mask(model, sel))` (see the recipes).
 
     **Returns:**
 
@@ -96,7 +110,8 @@ def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], A
     if model is None:
         return NNXFilter(sel, None)
     selected: set[tuple[Any, ...]] = set()
-    match = sel.compile()
+    rec = Recorder() if strict else None
+    match = sel.compile() if rec is None else rec.compile(sel)
 
     def leaf(n: Node) -> Any:
         if match(n):
@@ -104,4 +119,6 @@ def nnx_filter(selector: Any, model: Any = None) -> Callable[[tuple[Any, ...], A
         return n.node
 
     leaf_values(model, leaf, None)
+    if rec is not None:
+        rec.check(model, [(None, sel)], call="tw.nnx_filter", is_leaf=None, leaves_only=True)
     return NNXFilter(sel, frozenset(selected))

@@ -7,9 +7,11 @@ from typing import Any
 
 from ._engine import GO, HIT, KEEP, Pass
 from ._errors import LabelError, StructureError
+from ._frameworks import nnx_kind, nnx_pure
 from ._node import Node
 from ._path import Path, show_path
-from ._selector import Selector, as_selector
+from ._selectors import Selector, as_selector, brief
+from ._strict import Recorder
 from ._typing import IsLeaf, PyTree
 
 
@@ -167,7 +169,7 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     """
     sel = as_selector(selector)
     found = [n.path for n in find(tree, sel, is_leaf=is_leaf, outermost=True)]
-    what = f"tw.where(..., {sel!r:.80})"
+    what = f"tw.where(..., {brief(sel)})"
 
     def where_fn(t: Any) -> list[Any]:
         return lookup(t, found, what, is_leaf)
@@ -183,7 +185,12 @@ def leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
     return Pass(leaf=leaf, is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
 
 
-def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree:
+def _pure(tree: Any, out: Any) -> Any:
+    kind = nnx_kind(tree)
+    return out if kind is None else nnx_pure(out, kind)
+
+
+def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, strict: bool = True) -> PyTree:
     """A pytree of `bool` with `tree`'s structure: `True` exactly at the leaves `selector`
     matches.
 
@@ -191,9 +198,23 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree:
     biases". To mask everything inside a layer, say so: `tw.inside(tw.of_type(LayerNorm))`
     (a bare `tw.of_type(LayerNorm)` matches the layer, which is not a leaf).
 
-    Boxes are kept (an NNX `State` mask holds `Param`s of `bool`), so the mask has the
-    same treedef as the tree and works with `optax.masked`, `eqx.filter` and
+    Boxes are kept (a linen `Partitioned` mask holds `Partitioned` bools), so the mask
+    has the same treedef as the tree and works with `optax.masked`, `eqx.filter` and
     `eqx.partition`.
+
+    **NNX**: the mask of an NNX module or `nnx.State` is *pure*, the form
+    `nnx.Optimizer` hands optax: an `nnx.State` with a `bool` where each `Variable` was
+    (as `nnx.as_pure` gives). From a module it holds the `nnx.Param`s only (what
+    `nnx.Optimizer(..., wrt=nnx.Param)` optimises), but the selection is made on the
+    module, so `tw.inside(nnx.LayerNorm)` works; an `nnx.State` holds no modules, so
+    there select by path (`"**/norm/**"`). Either way it works as
+    `optax.adamw(..., mask=tw.mask(model, sel))`, and so does
+    `mask=lambda p: tw.mask(p, sel)`.
+
+    **Strict** (default): every atom of the selector (each `tw.name`, glob, regex,
+    `tw.of_type`, `tw.inside`) must match at least one leaf, so a typo such as
+    `~tw.name("biass")` (which would decay every bias) is a `tw.NoMatchError` naming
+    the atom and the closest paths. `strict=False` allows it.
 
     !!! warning "Equinox models with optax"
 
@@ -216,12 +237,22 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> PyTree:
         opt = optax.adamw(1e-3, mask=decay)
         ```
     """
-    match = as_selector(selector).compile()
-    return leaf_values(tree, match, is_leaf)
+    sel = as_selector(selector)
+    if not strict:
+        return _pure(tree, leaf_values(tree, sel.compile(), is_leaf))
+    rec = Recorder()
+    out = leaf_values(tree, rec.compile(sel), is_leaf)
+    rec.check(tree, [(None, sel)], call="tw.mask", is_leaf=is_leaf, leaves_only=True)
+    return _pure(tree, out)
 
 
 def labels(
-    tree: PyTree, spec: Mapping[Any, Any], *, default: Any = None, is_leaf: IsLeaf = None
+    tree: PyTree,
+    spec: Mapping[Any, Any],
+    *,
+    default: Any = None,
+    is_leaf: IsLeaf = None,
+    strict: bool = True,
 ) -> PyTree:
     """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
 
@@ -238,10 +269,18 @@ def labels(
     - `tree`: the parameters.
     - `spec`: `{label: selector, ...}`, in priority of nothing: overlaps are errors.
     - `default`: the label of leaves no selector claims.
+    - `strict`: every atom of every selector must match a leaf (as in
+      [`tw.mask`][treewalk.mask]): `{"frozen": "dens/**"}` (a typo) is a
+      `tw.NoMatchError`, not a silent "freeze nothing". `strict=False` allows it.
+
+    As with `tw.mask`, the labels of an NNX module or `nnx.State` are pure (a label
+    where each `Variable` was; the `nnx.Param`s only, from a module), as
+    `nnx.Optimizer` hands optax the parameters.
 
     **Raises:**
 
-    `tw.LabelError` naming the paths (up to five) and the labels involved.
+    `tw.LabelError` naming the paths (up to five) and the labels involved;
+    `tw.NoMatchError` (with `strict`) naming the selector part that matches nothing.
 
     !!! Example
 
@@ -265,7 +304,8 @@ def labels(
     sels = [
         (lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()
     ]
-    matchers = [(lab, s.compile()) for lab, s in sels]
+    rec = Recorder()
+    matchers = [(lab, rec.compile(s) if strict else s.compile()) for lab, s in sels]
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
@@ -281,6 +321,8 @@ def labels(
         return labs[0]
 
     out = leaf_values(tree, leaf, is_leaf)
+    if strict:
+        rec.check(tree, sels, call="tw.labels", is_leaf=is_leaf, leaves_only=True)
     if conflicts:
         raise LabelError(
             f"{len(conflicts)} leaves are claimed by more than one label: "
@@ -293,4 +335,4 @@ def labels(
             f"{' ...' if len(unlabelled) > 5 else ''}. Add a selector that claims them or "
             f"pass default=<label>. Labels: {', '.join(repr(lab) for lab, _ in sels)}."
         )
-    return out
+    return _pure(tree, out)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ._engine import GO, LEAF, Pass, flags_of, ready
+from ._engine import LEAF, Pass, flags_of, ready
 from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
 from ._node import Node
-from ._path import path_str
-from ._results import ReplaceFn, results
-from ._selector import Selector, as_selector, glob
+from ._results import ReplaceFn, check_fn, results
+from ._selectors import as_selector, brief
+from ._strict import Recorder
+from ._strict import no_match_message as no_match_message
 from ._typing import PyTree
 
 
@@ -51,8 +51,11 @@ def replace(
       `jax.random.split(key, n)` handed out in traversal order (optax's
       `tree_split_key_like`).
     - `is_leaf`: as in JAX.
-    - `strict`: a selector that matches nothing is an error (`tw.NoMatchError`) listing
-      the paths that come closest. Pass `strict=False` to return the tree unchanged.
+    - `strict`: every atom of the selector (each `tw.name`, glob, regex, `tw.of_type`,
+      `tw.inside`, through `&`, `|`, `~`) must match at least one node, and the selector
+      must select something; otherwise a `tw.NoMatchError` names the dead atom and the
+      paths that come closest. `tw.name("weight", "kernel")` is alive when either name
+      matches. Pass `strict=False` to allow it (nothing selected: the tree unchanged).
     - `check`: an array leaf must be replaced by an array of the same shape and dtype
       (`tw.ReplacementError` otherwise). A `jax.ShapeDtypeStruct` may become an array.
     - `include_none`: also select `None` nodes (absent optional arrays, e.g. the bias of
@@ -107,19 +110,31 @@ def replace(
     """
     sel = as_selector(selector)
     check_callable("fn", fn, hint="lambda path, node, key: node")
+    check_fn(fn)
     if keys not in ("path", "split"):
         raise ArgumentError(f"keys= must be 'path' or 'split'; got {keys!r}.")
     if key is None and getattr(fn, "needs_key", False):
         raise ArgumentError(
             f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
-            f"tw.replace (selector {sel!r:.80})."
+            f"tw.replace (selector {brief(sel)})."
         )
-    p = Pass(select=sel.compile(), include_none=include_none, is_leaf=is_leaf)
+    rec = Recorder() if strict else None
+    match = sel.compile() if rec is None else rec.compile(sel)
+    p = Pass(select=match, include_none=include_none, is_leaf=is_leaf)
     flat = p.run(tree)
     hits = p.hits
-    if not hits:
-        if strict:
+    if rec is not None:
+        rec.check(
+            tree,
+            [(None, sel)],
+            call="tw.replace",
+            is_leaf=is_leaf,
+            leaves_only=False,
+            include_none=include_none,
+        )
+        if not hits:
             raise NoMatchError(no_match_message(tree, sel, is_leaf))
+    if not hits:
         return flat.finish()
     if registry.mutable or registry.leaf_boxes:
         _private_hits(hits, p, is_leaf)
@@ -137,52 +152,3 @@ def _private_hits(hits: list[Node], p: Pass, is_leaf: Any) -> None:
             flat = copy.run(n.node)
             if copy.met_shared:
                 n.node = flat.finish()
-
-
-def no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
-    """Why `sel` matched nothing, with the paths that come closest: one more pass, which
-    remembers a few paths per distinct last segment (a big model has few of those), and
-    `difflib` over those segments only."""
-    by_last: dict[str, list[Any]] = {}
-    count = 0
-
-    def visit(n: Node) -> int:
-        nonlocal count
-        if n.path:
-            count += 1
-            some = by_last.setdefault(str(n.last), [])
-            if len(some) < 5:
-                some.append(n.path)
-        return GO
-
-    Pass(visit, is_leaf=is_leaf, rebuild=False).run(tree)
-    target = _target(sel)
-    last = target.rsplit("/", 1)[-1]
-    close = difflib.get_close_matches(last, list(by_last), n=5, cutoff=0.0)
-    shown_paths = [path_str(p) for seg in close for p in by_last[seg]]
-    shown_paths = difflib.get_close_matches(target, shown_paths, n=5, cutoff=0.0) or shown_paths
-    shown = ", ".join(repr(p) for p in shown_paths[:5]) or "(the tree has no paths)"
-    hint = ""
-    if isinstance(sel, glob) and isinstance(sel.pattern, str):
-        slashed = [seg for seg in by_last if "/" in seg]
-        if slashed:
-            seg = slashed[0]
-            hint = (
-                f" The key {seg!r} holds '/', so it is one segment and a glob string splits "
-                f"it: pass a tuple of segment patterns instead, e.g. tw.glob(({seg!r}, ...)), "
-                f"or match the key with '*'."
-            )
-    return (
-        f"selector {sel!r:.80} matched nothing ({count} paths in the tree). "
-        f"Closest paths: {shown}.{hint} Fix the selector (globs are anchored at the root: "
-        f"'**/bias' is any bias, 'bias' only a top-level one), or pass strict=False to "
-        f"allow an empty selection."
-    )
-
-
-def _target(sel: Selector) -> str:
-    text = repr(sel)
-    for q in ("glob(", "regex(", "name("):
-        if text.startswith(q):
-            return text[len(q) :].strip(")'\"")
-    return text

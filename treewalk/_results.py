@@ -3,6 +3,7 @@ ties computed once, keys derived at once and same-shape draws batched."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -12,14 +13,42 @@ from jax.core import Tracer
 from jax.sharding import SingleDeviceSharding
 
 from ._engine import ARRAY_TYPES, flags_of, tie_id
-from ._errors import ReplacementError, call_user
+from ._errors import ArgumentError, ReplacementError, call_user
 from ._helpers import _place, constrain, eager, stack_sharding
 from ._keys import as_typed_key, path_keys, split_keys
 from ._node import Node
 from ._path import Path, show_path
-from ._selector import Selector
+from ._selectors import Selector, brief
 
 ReplaceFn = Callable[[Path, Any, Any], Any]
+
+
+def check_fn(fn: Any) -> None:
+    """An `ArgumentError` for the first mistakes with `fn`: a `jax.nn.initializers`
+    function `(key, shape, dtype)` passed unwrapped, or a function that cannot take
+    `(path, node, key)`."""
+    if hasattr(fn, "tw_call"):
+        return
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: let it run
+        return
+    names = list(sig.parameters)
+    what = getattr(fn, "__qualname__", type(fn).__name__)
+    if names[:2] == ["key", "shape"]:
+        raise ArgumentError(
+            f"fn {what}{sig} is an initializer `(key, shape, dtype)`, not an "
+            f"`fn(path, node, key)`: wrap it, e.g. fn=tw.initializer("
+            f"jax.nn.initializers.lecun_normal()), or use tw.init.lecun_normal()."
+        )
+    try:
+        sig.bind(None, None, None)
+    except TypeError:
+        raise ArgumentError(
+            f"fn {what}{sig} cannot be called as fn(path, node, key): tw.replace calls it "
+            f"with three arguments (key is None when no key= is given). Write, e.g., "
+            f"`lambda path, node, key: ...`, or tw.initializer(init) for an initializer."
+        ) from None
 
 
 class Apply:
@@ -31,7 +60,7 @@ class Apply:
         self.fn, self.sel, self.check = fn, sel, check
         # Decided once per call, not per selected node: the per-node loop stays lean.
         name = repr(fn) if hasattr(fn, "tw_call") else "fn"
-        self.what = f"{name} (selector {sel!r:.80})"
+        self.what = f"{name} (selector {brief(sel)})"
 
     def __call__(self, n: Node, key: Any) -> Any:
         fn = self.fn
@@ -196,5 +225,3 @@ def batch_signature(n: Node) -> tuple[Any, Any] | None:
     if not isinstance(node, ARRAY_TYPES):
         return None
     return tuple(node.shape), node.dtype
-
-

@@ -382,4 +382,3 @@ class Not(Selector):
 
     def __invert__(self) -> Selector:
         return self.selector
-

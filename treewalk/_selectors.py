@@ -1,4 +1,5 @@
-"""The other selectors: `name`, `regex`, `inside`, `arrays`, `everything`; and every
+"""The other selectors: `name`, `regex`, `inside`, `arrays`, `params`, `everything`; brief
+reprs for messages (`brief`); and every
 selector, re-exported for the rest of the package."""
 
 from __future__ import annotations
@@ -7,10 +8,12 @@ import re
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
 from ._errors import PatternError, SelectorError
+from ._frameworks import variable_kind
 from ._node import Node
 from ._selector import And as And
 from ._selector import Matcher, by_last
@@ -74,6 +77,10 @@ class name(Selector):
 class regex(Selector):
     """Select nodes whose `path_str` matches `pattern` entirely (`re.fullmatch`).
 
+    The pattern is a `str` (or a `re.Pattern` compiled from one; bytes patterns are
+    refused when the selector is built). A pattern is code: it runs on every path, and
+    a pattern that backtracks catastrophically (`(a+)+$`) is the caller's to avoid.
+
     !!! Example
 
         ```python
@@ -88,6 +95,11 @@ class regex(Selector):
 
     def __init__(self, pattern: str | re.Pattern[str]) -> None:
         if isinstance(pattern, re.Pattern):
+            if not isinstance(pattern.pattern, str):
+                raise PatternError(
+                    f"regex {brief_text(pattern.pattern)}: a bytes pattern cannot match "
+                    f"paths, which are str: write re.compile(r'...') with a str pattern."
+                )
             compiled = pattern
         elif isinstance(pattern, str):
             try:
@@ -98,7 +110,10 @@ class regex(Selector):
                     f"with re.fullmatch against path_str(path), e.g. r'layers/\\d+/bias'."
                 ) from e
         else:
-            raise SelectorError(f"regex takes a str pattern; got {type(pattern).__name__}.")
+            raise SelectorError(
+                f"regex takes a str pattern (or a compiled str pattern); got "
+                f"{type(pattern).__name__}."
+            )
         self._init(pattern=compiled.pattern, _re=compiled)
 
     def match(self, n: Node) -> bool:
@@ -184,14 +199,42 @@ class _ArrayTypes(dict[type, bool]):
 is_array_type = _ArrayTypes()
 
 
-class _Arrays(Selector):
-    """Selects array leaves: `jax.Array` (tracers included), `numpy.ndarray` and
-    `jax.ShapeDtypeStruct`; not Python scalars, functions or `None`."""
+def _is_key(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _inexact(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and bool(jnp.issubdtype(dtype, np.inexact))
+
+
+class Arrays(Selector):
+    """The selector `tw.arrays`: array leaves.
+
+    `jax.Array` (tracers included), `numpy.ndarray` and `jax.ShapeDtypeStruct`; not
+    Python scalars, functions, `None`, nor typed PRNG key arrays (dtype
+    `jax.dtypes.prng_key`: an NNX `Dropout`'s key is state, not an array to fill). It
+    does select integer arrays and NNX `BatchStat`s and RNG counters: to select what an
+    optimiser trains, use [`tw.params`][treewalk.params].
+
+    !!! Example
+
+        ```python
+        import jax
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        tree = {"w": jnp.ones(2), "step": 3, "key": jax.random.key(0)}
+        assert [tw.path_str(p) for p in tw.paths(tree, tw.arrays)] == ["w"]
+        ```
+    """
 
     __slots__ = ()
 
     def match(self, n: Node) -> bool:
-        return is_array_type[type(n.node)]
+        x = n.node
+        return is_array_type[type(x)] and not _is_key(x)
 
     def _key(self) -> tuple[Any, ...]:
         return ()
@@ -203,10 +246,71 @@ class _Arrays(Selector):
         return "arrays"
 
 
-arrays: Selector = _Arrays()
+arrays: Selector = Arrays()
+"""Array leaves, not PRNG keys: see [`Arrays`][treewalk._selectors.Arrays]."""
 
 
-class _Everything(Selector):
+class Params(Selector):
+    """The selector `tw.params`: the arrays an optimiser trains.
+
+    On Flax NNX, the floating-point values of `nnx.Param` variables (not `BatchStat`,
+    RNG keys and counters, nor other `Variable`s). Elsewhere (Equinox, linen, Haiku,
+    penzai, dicts), every inexact (float or complex) array leaf, as
+    `eqx.is_inexact_array`: never integer arrays nor typed PRNG key arrays.
+
+    !!! Example
+
+        ```python
+        from flax import nnx
+        import treewalk as tw
+
+        net = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)),
+                             nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
+        assert [tw.path_str(p) for p in tw.paths(net, tw.params)] == [
+            "layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/scale"]
+        ```
+    """
+
+    __slots__ = ()
+
+    def match(self, n: Node) -> bool:
+        x = n.node
+        if not is_array_type[type(x)] or not _inexact(x):
+            return False
+        outer = n.outer
+        if outer is not None:
+            kind = variable_kind(outer)
+            if kind is not None:
+                return kind == "param"
+        return True
+
+    def _key(self) -> tuple[Any, ...]:
+        return ()
+
+    def __repr__(self) -> str:
+        return "params"
+
+    def __reduce__(self) -> str:
+        return "params"
+
+
+params: Selector = Params()
+"""Trainable parameters: see [`Params`][treewalk._selectors.Params]."""
+
+
+class Everything(Selector):
+    """The selector `tw.everything`: every node, internal nodes included (`None` only
+    where a call includes `None`). `~tw.everything` selects nothing.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        assert tw.mask({"a": 1, "b": [2]}, tw.everything) == {"a": True, "b": [True]}
+        ```
+    """
+
     __slots__ = ()
 
     def match(self, n: Node) -> bool:
@@ -218,7 +322,55 @@ class _Everything(Selector):
     def __repr__(self) -> str:
         return "everything"
 
+    def __reduce__(self) -> str:
+        return "everything"
 
-everything: Selector = _Everything()
+
+everything: Selector = Everything()
+"""Every node: see [`Everything`][treewalk._selectors.Everything]."""
 
 
+# ------------------------------------------------------------------------------- brief reprs
+
+
+def brief_text(x: Any, limit: int = 40) -> str:
+    """`repr(x)`, cut at `limit` characters with an ellipsis."""
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def brief(sel: Any, limit: int = 80) -> str:
+    """A selector's repr for messages: never the whole of a huge one (`name('a', 'b', …
+    2,998 more)`), cut between parts, never inside a token."""
+    text = _brief(sel, 3)
+    if len(text) > limit:
+        text = _brief(sel, 1)
+    return text
+
+
+def _brief(s: Any, k: int) -> str:
+    if isinstance(s, name) and len(s.names) > k:
+        shown = ", ".join(map(repr, s.names[:k]))
+        return f"name({shown}, … {len(s.names) - k:,} more)"
+    if isinstance(s, of_type) and len(s.types) > k:
+        shown = ", ".join(t.__qualname__ for t in s.types[:k])
+        return f"of_type({shown}, … {len(s.types) - k:,} more)"
+    if isinstance(s, And | Or):
+        sep = " & " if isinstance(s, And) else " | "
+        parts = [_brief(p, k) for p in s.parts[:k]]
+        if isinstance(s, And):
+            parts = [
+                f"({t})" if isinstance(p, Or) else t for p, t in zip(s.parts, parts, strict=False)
+            ]
+        rest = len(s.parts) - k
+        return sep.join(parts) + (f"{sep}… {rest:,} more" if rest > 0 else "")
+    if isinstance(s, Not):
+        inner = _brief(s.selector, k)
+        return f"~({inner})" if isinstance(s.selector, And | Or) else f"~{inner}"
+    if isinstance(s, inside):
+        return f"inside({_brief(s.selector, k)})"
+    if isinstance(s, glob | regex):
+        return f"{type(s).__name__}({brief_text(s.pattern)})"
+    if isinstance(s, Selector):
+        return brief_text(s, 60)
+    return brief_text(s)

@@ -13,7 +13,7 @@ import numpy as np
 from ._engine import GO, HIT_GO, Pass
 from ._node import Node
 from ._path import Path, path_str
-from ._selector import as_selector
+from ._selectors import as_selector, params
 from ._typing import PyTree
 
 
@@ -158,7 +158,7 @@ def _row(n: Node, selected: bool) -> Row:
         _type_name(n),
         shape,
         str(np.dtype(dtype)) if _np_dtype(dtype) else str(dtype),
-        math.prod(shape),
+        math.prod(shape) if params.match(n) else 0,
         selected,
     )
 
@@ -182,7 +182,9 @@ def show(
 
     Look before you change: one row per leaf (boxes looked through, so an NNX `Param`
     is one row, typed `Param`), with its path, type, shape, dtype and parameter count
-    (elements of an array; non-array leaves such as activation functions count 0), and,
+    (elements of an array that [`tw.params`][treewalk.params] selects: float arrays,
+    NNX `Param`s; PRNG keys, RNG counters, `BatchStat`s, integer arrays and non-array
+    leaves such as activation functions count 0), and,
     given a `selector`, a `*` on the rows that [`tw.replace`][treewalk.replace] would
     change: leaves the selector matches and leaves inside a node it matches (a whole
     layer). The last line gives the totals: selected of all leaves and parameters.

@@ -113,6 +113,46 @@ def unboxed(value: Any) -> Any:
     return value
 
 
+def variable_kind(box: Any) -> str | None:
+    """`"param"` for an NNX `Param`, `"other"` for any other NNX `Variable` (`BatchStat`,
+    RNG keys and counters, ...), `None` for what is not an NNX variable."""
+    var = _attr("flax.nnx.variablelib", "Variable")
+    if not var or not isinstance(box, var):
+        return None
+    return "param" if isinstance(box, _attr("flax.nnx.variablelib", "Param")) else "other"
+
+
+def _nnx_states() -> tuple[type, ...]:
+    return _attr("flax.nnx.statelib", "State", "FlatState")
+
+
+def is_plain_container(t: type) -> bool:
+    """Is `t` a container that holds no layers: a dict, list, tuple, `None` or an
+    `nnx.State`?"""
+    return t in (dict, list, tuple, type(None)) or issubclass(t, _nnx_states())
+
+
+def nnx_kind(tree: Any) -> str | None:
+    """`"module"` for an NNX module, `"state"` for an `nnx.State`, else `None`."""
+    module = _attr("flax.nnx.module", "Module")
+    if module and isinstance(tree, module):
+        return "module"
+    states = _attr("flax.nnx.statelib", "State")
+    if states and isinstance(tree, states):
+        return "state"
+    return None
+
+
+def nnx_pure(out: Any, kind: str) -> Any:
+    """The pure form of a mask or label tree `out` built from an NNX module or `nnx.State`
+    (`kind`): bools (labels) where the variables were, as `nnx.Optimizer` hands optax the
+    parameters. From a module, the `nnx.Param`s only (what `wrt=nnx.Param` optimises)."""
+    nnx = sys.modules["flax.nnx"]
+    if kind == "module":
+        out = nnx.state(out, nnx.Param)
+    return nnx.as_pure(out)
+
+
 from .layouts import BIAS_NAMES as BIAS_NAMES  # noqa: E402
 from .layouts import WEIGHT_NAMES as WEIGHT_NAMES  # noqa: E402
 from .layouts import box_partitioning as box_partitioning  # noqa: E402
