@@ -188,7 +188,26 @@ class Survey:
             f"only a top-level one), or pass strict=False to allow it."
         )
 
+    def slash_hint(self, sel: Selector) -> str:
+        """A hint for a glob string on a tree whose keys hold '/' (Haiku's)."""
+        if isinstance(sel, inside):
+            sel = sel.selector
+        if not (isinstance(sel, glob) and isinstance(sel.pattern, str)):
+            return ""
+        slashed = [seg for seg in self.by_last if "/" in seg]
+        if not slashed:
+            return ""
+        seg = slashed[0]
+        return (
+            f" The key {seg!r} holds '/', so it is one segment and a glob string splits "
+            f"it: pass a tuple of segment patterns instead, e.g. tw.glob(({seg!r}, ...)), "
+            f"or match the key with '*'."
+        )
+
     def _why(self, atom: Selector, leaves_only: bool) -> str:
+        hint = self.slash_hint(atom)
+        if hint:
+            return hint
         if self.on_nodes[atom]:
             return (
                 f" It matches layers, not leaves, and this call asks leaves only: write "
@@ -213,16 +232,7 @@ def no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
     """Why `sel` matched nothing (every atom matched something, but not together), with the
     paths that come closest."""
     survey = Survey(tree, [], is_leaf, False, False)
-    hint = ""
-    if isinstance(sel, glob) and isinstance(sel.pattern, str):
-        slashed = [seg for seg in survey.by_last if "/" in seg]
-        if slashed:
-            seg = slashed[0]
-            hint = (
-                f" The key {seg!r} holds '/', so it is one segment and a glob string splits "
-                f"it: pass a tuple of segment patterns instead, e.g. tw.glob(({seg!r}, ...)), "
-                f"or match the key with '*'."
-            )
+    hint = survey.slash_hint(sel)
     return (
         f"selector {brief(sel)} matched nothing ({survey.count} paths in the tree). "
         f"Closest paths: {survey.closest(sel)}.{hint} Fix the selector (globs are anchored "
