@@ -4,6 +4,7 @@ labels work with `nnx.Optimizer` as written; `tw.params`; errors for first mista
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -224,3 +225,11 @@ def test_messages_never_hold_a_whole_selector():
         tw.replace(PARAMS, sel, tw.zeros)
     msg = str(info.value)
     assert "… 2,997 more)" in msg and "n2999" not in msg and len(msg) < 1000
+
+
+def test_the_errors_page_says_what_each_error_subclasses():
+    page = (Path(__file__).parent.parent / "docs/api/errors.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", page, flags=re.M))
+    for name in [n for n in tw.__all__ if n.endswith("Error")]:
+        bases = ", ".join(f"`{b.__name__}`" for b in getattr(tw, name).__bases__)
+        assert rows[name].strip() == bases, name

@@ -18,54 +18,66 @@ class TreewalkError(Exception):
 
 
 class ArgumentError(TreewalkError, TypeError):
-    """An argument has the wrong type, e.g. a non-callable `fn`."""
+    """An argument has the wrong type, e.g. a non-callable `fn` or `is_leaf`, a `fn`
+    that cannot take `(path, node, key)`, or an initializer `(key, shape, dtype)`
+    passed unwrapped (wrap it: `tw.initializer(init)`), or a plain string given to
+    `tw.key_for_path` as a path. A `TypeError`."""
 
 
 class SelectorError(TreewalkError, TypeError):
-    """Something that is not a selector was passed where a selector is expected."""
+    """Something that is not a selector was passed where a selector is expected. A
+    `TypeError`."""
 
 
 class PatternError(TreewalkError, ValueError):
-    """A glob or regex pattern is empty or malformed."""
+    """A glob or regex pattern is empty or malformed, or a regex is a bytes pattern. A
+    `ValueError`."""
 
 
 class CallbackError(TreewalkError, RuntimeError):
     """A user callback (`fn`, `exclude`, `is_leaf`, a predicate) raised.
 
     The original exception is chained as `__cause__`; the message names the path the
-    walk was at.
+    walk was at. A `RuntimeError`.
     """
 
 
 class NoMatchError(TreewalkError, ValueError):
-    """`replace(..., strict=True)` was given a selector that matches nothing."""
+    """A strict call (`replace`, `mask`, `labels`, `nnx_filter` with a model; strict
+    by default) was given a selector that selects nothing, or one with a part (a
+    `tw.name`, glob, regex, `tw.of_type` or `tw.inside`) that matches nothing in the
+    tree. The message names the part and the closest paths; `strict=False` allows it.
+    A `ValueError`."""
 
 
 class ReplacementError(TreewalkError, ValueError):
-    """`fn` returned something that does not fit where it goes (shape or dtype changed)."""
+    """`fn` returned something that does not fit where it goes (shape or dtype changed).
+    A `ValueError`."""
 
 
 class StructureError(TreewalkError, ValueError):
     """A tree lacks a path it was expected to have: a `tw.where` function was given a tree
-    of another structure than the one it was built on."""
+    of another structure than the one it was built on. A `ValueError`."""
 
 
 class LabelError(TreewalkError, ValueError):
-    """`labels` found a leaf claimed by two labels, or by none and no `default`."""
+    """`labels` found a leaf claimed by two labels, or by none and no `default`. A
+    `ValueError`."""
 
 
 class PRNGKeyError(TreewalkError, TypeError):
-    """The `key=` argument is not a JAX PRNG key."""
+    """The `key=` argument is not a JAX PRNG key. A `TypeError`."""
 
 
 class InitError(TreewalkError, ValueError):
-    """An initialiser cannot be applied to a leaf (dtype, shape or unknown fan)."""
+    """An initialiser cannot be applied to a leaf (dtype, shape or unknown fan), or a
+    `tw.constant` value does not fit the leaf's dtype. A `ValueError`."""
 
 
 class LoadError(TreewalkError, ValueError):
     """`tw.load` found destination arrays nothing loads into, source keys nothing uses, or
     arrays whose shape or dtype does not fit; the message lists all of them at once, and
-    `.plan` holds the whole `tw.LoadPlan`."""
+    `.plan` holds the whole `tw.LoadPlan`. A `ValueError`."""
 
     plan: object = None
 
