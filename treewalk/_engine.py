@@ -35,6 +35,8 @@ from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
 from ._node import Node
 from ._path import BoxKey, Path
+from ._rebuild import LATE, Boxed, Flat, Ref
+from ._rebuild import ready as ready  # for `replace`, which copies with what is known
 
 # ---------------------------------------------------------------------- node kinds, per type
 
@@ -116,81 +118,6 @@ GO = 0  #: not a hit: go into the node (a leaf stays as it is)
 KEEP = 1  #: not a hit: keep the node as it is, do not go into it
 HIT = 2  #: a hit: do not go into it (its value is decided later, or by `leaf`)
 HIT_GO = 3  #: a hit, and go into it too (every match, not only the outermost)
-
-
-class Ref:
-    """A value decided after the pass: `Flat.finish(results)` puts `results[i]` here."""
-
-    __slots__ = ("i",)
-
-    def __init__(self, i: int) -> None:
-        self.i = i
-
-
-class Flat:
-    """One flatten of the pass: its treedef and one value per leaf. A value may be a
-    `Ref` (a hit's result, known later), another `Flat` (a mutable node's own flatten)
-    or a `Boxed` (a box around a value); `pending` lists where those are."""
-
-    __slots__ = ("treedef", "values", "pending", "out")
-
-    def __init__(self) -> None:
-        self.treedef: Any = None
-        self.values: list[Any] = []
-        self.pending: list[int] = []
-        self.out: Any = _UNSET
-
-    def finish(self, results: list[Any] | None = None) -> Any:
-        """The rebuilt node (computed once: a tied mutable object is one object)."""
-        if self.out is _UNSET:
-            values = self.values
-            for j in self.pending:
-                values[j] = resolve(values[j], results)
-            self.out = self.treedef.unflatten(values)
-        return self.out
-
-
-class Boxed:
-    """A box to rebuild around the resolved value inside it."""
-
-    __slots__ = ("rebox", "inner", "out")
-
-    def __init__(self, rebox: Callable[[Any], Any], inner: Any) -> None:
-        self.rebox, self.inner, self.out = rebox, inner, _UNSET
-
-    def finish(self, results: list[Any] | None = None) -> Any:
-        if self.out is _UNSET:
-            self.out = self.rebox(resolve(self.inner, results))
-        return self.out
-
-
-_UNSET: Any = object()
-_LATE = (Ref, Flat, Boxed)
-
-
-def ready(v: Any) -> bool:
-    """Can `v` be finished without the hits' results (it holds no `Ref`)?"""
-    t = type(v)
-    if t is Ref:
-        return False
-    if t is Flat:
-        return v.out is not _UNSET or all(ready(v.values[j]) for j in v.pending)
-    if t is Boxed:
-        return v.out is not _UNSET or ready(v.inner)
-    return True
-
-
-def resolve(v: Any, results: list[Any] | None) -> Any:
-    t = type(v)
-    if t is Ref:
-        assert results is not None
-        return results[v.i]
-    if t is Flat or t is Boxed:
-        return v.finish(results)
-    return v
-
-
-# ---------------------------------------------------------------------- the pass
 
 
 class Pass:
@@ -304,7 +231,7 @@ class Pass:
                 if select is not None and (y is not None or include_none) and select(cur):
                     hits_append(Node(path, y, cur.outer, cur.parent))
                     if outermost:
-                        return self._hit(y, f, values, pending)
+                        return self._hit(y, f, flat)
                 append(y if leaf is None else leaf(cur))
                 return True
             n = Node(path, y, None if d else outer, parents[d])
@@ -312,7 +239,7 @@ class Pass:
                 if (y is not None or include_none) and select(n):
                     hits_append(n)
                     if outermost:
-                        return self._hit(y, f, values, pending)
+                        return self._hit(y, f, flat)
             elif visit is not None:
                 action = visit(n)
                 if n.node is not y:  # `visit` put another node here (prewalk)
@@ -320,7 +247,7 @@ class Pass:
                 if action >= HIT:
                     hits_append(n)
                     if action == HIT:
-                        return self._hit(y, f, values, pending)
+                        return self._hit(y, f, flat)
                 elif action == KEEP:
                     append(y)
                     return True
@@ -344,17 +271,24 @@ class Pass:
             raise AssertionError("treewalk: the flatten and the pass met different nodes")
         return flat
 
-    def _hit(self, y: Any, f: int, values: list[Any], pending: list[int]) -> bool:
+    def _hit(self, y: Any, f: int, flat: Flat) -> bool:
         """A hit the pass does not go into: its value is `results[i]`, known later."""
-        ref = Ref(len(self.hits) - 1) if self.rebuild else None
-        if f & SHARED:
-            self.done[id(y)] = ref  # met again: the same result
-        self._late(values, pending, ref)
+        if not self.rebuild:
+            if f & SHARED:
+                self.done[id(y)] = None
+            flat.values.append(None)
+        elif f & SHARED:  # met again: the same result (a rare case: a Ref)
+            ref = self.done[id(y)] = Ref(len(self.hits) - 1)
+            self._late(flat.values, flat.pending, ref)
+        else:
+            flat.slots.append(len(flat.values))
+            flat.slot_hits.append(len(self.hits) - 1)
+            flat.values.append(None)
         return True
 
     @staticmethod
     def _late(values: list[Any], pending: list[int], v: Any) -> None:
-        if type(v) in _LATE:
+        if type(v) in LATE:
             pending.append(len(values))
         values.append(v)
 
