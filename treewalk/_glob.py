@@ -12,7 +12,6 @@ from ._errors import PatternError
 STAR2 = object()
 
 
-
 def compile_segment(pattern: str, seg: str) -> Any:
     if seg == "**":
         return STAR2
@@ -67,5 +66,3 @@ def match_segs(pat: tuple[Any, ...], segs: tuple[Any, ...]) -> bool:
     while pi < np_ and pat[pi] is STAR2:
         pi += 1
     return pi == np_
-
-
