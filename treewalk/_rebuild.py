@@ -73,9 +73,7 @@ def ready(v: Any) -> bool:
     if t is Ref:
         return False
     if t is Flat:
-        return v.out is not _UNSET or (
-            not v.slots and all(ready(v.values[j]) for j in v.pending)
-        )
+        return v.out is not _UNSET or (not v.slots and all(ready(v.values[j]) for j in v.pending))
     if t is Boxed:
         return v.out is not _UNSET or ready(v.inner)
     return True

@@ -201,9 +201,7 @@ def _is_leaf(x: Any, f: int, is_leaf: Any) -> bool:
     return bool(f & LEAF) or (is_leaf is not None and bool(is_leaf(x)))
 
 
-def _rebuild(
-    path: Path, x: Any, kids: dict[Any, Any], done: dict[int, Any], exclude: Any
-) -> Any:
+def _rebuild(path: Path, x: Any, kids: dict[Any, Any], done: dict[int, Any], exclude: Any) -> Any:
     """`x` rebuilt with the outputs of its children. A child the pass did not visit is
     hidden or excluded (kept as it is) or a tie met before (its first output)."""
     entries, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
