@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -213,8 +214,17 @@ def test_glob_star_star_and_literal_globs(tree):
 def test_mask_has_tree_structure_and_is_true_exactly_at_selected_leaves(args):
     tree, a, _ = args
     m = tw.mask(tree, a, strict=False)  # drawn selectors may have atoms matching nothing
-    assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(tree)
     hits = set(tw.paths(tree, a))
+    if isinstance(tree, nnx.Module | nnx.State):
+        # The mask of an NNX tree is pure: a bool per Variable (per Param, from a
+        # module), as nnx.Optimizer hands optax the parameters.
+        want = nnx.as_pure(nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree)
+        assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(want)
+        hit_strs = {tw.path_str(p) for p in hits}
+        for path, value in jax.tree_util.tree_flatten_with_path(m)[0]:
+            assert value == (tw.path_str(path) in hit_strs), tw.path_str(path)
+        return
+    assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(tree)
     visible = set(tw.paths(tree, tw.everything))  # a tie's later paths are not visited
     for path, value in jax.tree_util.tree_flatten_with_path(m)[0]:
         assert isinstance(value, bool)
