@@ -164,6 +164,14 @@ def test_freeze_with_multi_transform_in_training():
             assert not np.allclose(after[path], x0), path
 
 
+def test_labels_of_a_module_need_none_for_its_batch_statistics():
+    net = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
+    lab = tw.labels(net, {"decay": "**/kernel", "plain": tw.name("bias", "scale")})
+    assert jax.tree.leaves(lab) == ["plain", "decay", "plain", "plain"]
+    with pytest.raises(tw.LabelError, match="layers/1/scale"):
+        tw.labels(net, {"decay": "**/kernel", "plain": "**/bias"})
+
+
 # ----------------------------------------------------------------- tw.params, arrays
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ._engine import GO, HIT, KEEP, Pass
 from ._errors import LabelError, StructureError
-from ._frameworks import nnx_kind, nnx_pure
+from ._frameworks import nnx_kind, nnx_pure, variable_kind
 from ._node import Node
 from ._path import Path, show_path
 from ._selectors import Selector, as_selector, brief
@@ -274,8 +274,9 @@ def labels(
       `tw.NoMatchError`, not a silent "freeze nothing". `strict=False` allows it.
 
     As with `tw.mask`, the labels of an NNX module or `nnx.State` are pure (a label
-    where each `Variable` was; the `nnx.Param`s only, from a module), as
-    `nnx.Optimizer` hands optax the parameters.
+    where each `Variable` was; the `nnx.Param`s only, from a module, so its batch
+    statistics and RNG state need no label), as `nnx.Optimizer` hands optax the
+    parameters.
 
     **Raises:**
 
@@ -309,10 +310,16 @@ def labels(
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
+    # The labels of an NNX module hold its Params only: other variables (batch
+    # statistics, RNG state) need no label.
+    params_only = nnx_kind(tree) == "module"
+
     def leaf(n: Node) -> Any:
         labs = [lab for lab, m in matchers if m(n)]
         if len(labs) == 1:
             return labs[0]
+        if params_only and variable_kind(n.outer) == "other":
+            return default
         if not labs:
             if default is None:
                 unlabelled.append(show_path(n.path))
