@@ -170,6 +170,7 @@ NOT_ON_THE_FLOOR = {
     "test_tooling.py",  # ruff, pyright
     "test_site.py",  # mkdocs
     "test_packaging.py",  # build, hatchling
+    "test_typing.py",  # pyright
     # Three tests draw pytrees of every kind (NNX, linen, penzai) and import flax and
     # penzai inside; back to FLOOR_TESTS once they `pytest.importorskip` them.
     "test_testing.py",
