@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ._engine import LEAF, Pass, flags_of, ready
+from ._engine import LEAF, Pass, flags_of
 from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
 from ._node import Node
+from ._rebuild import ready
 from ._results import ReplaceFn, check_fn, results
 from ._selectors import as_selector, brief
 from ._strict import Recorder
