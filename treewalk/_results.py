@@ -54,28 +54,30 @@ def check_fn(fn: Any) -> None:
 class Apply:
     """Calls `fn` for one selected node, with tie handling and the shape/dtype check."""
 
-    __slots__ = ("fn", "sel", "check", "what")
+    __slots__ = ("fn", "sel", "check", "what", "tw_call")
 
     def __init__(self, fn: ReplaceFn, sel: Selector, check: bool) -> None:
         self.fn, self.sel, self.check = fn, sel, check
         # Decided once per call, not per selected node: the per-node loop stays lean.
-        name = repr(fn) if hasattr(fn, "tw_call") else "fn"
+        self.tw_call = getattr(fn, "tw_call", None)
+        name = repr(fn) if self.tw_call is not None else "fn"
         self.what = f"{name} (selector {brief(sel)})"
 
     def __call__(self, n: Node, key: Any) -> Any:
-        fn = self.fn
-        tw_call = getattr(fn, "tw_call", None)
+        tw_call = self.tw_call
         if tw_call is not None:
             new = call_user(self.what, tw_call, n.path, n, key)
         else:
-            new = call_user(self.what, fn, n.path, n.path, n.node, key)
+            new = call_user(self.what, self.fn, n.path, n.path, n.node, key)
         return fit(n.path, n.node, new, self.sel, self.check)
 
 
 def fit(path: Path, old: Any, new: Any, sel: Selector, check: bool) -> Any:
     """`new`, which `fn` returned for `old`, checked (with `check`) and placed where `old`
     lives. Eager arrays on one device, the common case, take two type tests and an aval
-    comparison."""
+    comparison; a node `fn` returned as it was takes one."""
+    if new is old:
+        return new
     if eager[type(old)] and eager[type(new)] and type(old.sharding) is SingleDeviceSharding:
         if check and new.aval != old.aval:
             check_replacement(Node(path, old, None, None), new, sel)
@@ -92,13 +94,13 @@ def check_replacement(n: Node, new: Any, sel: Selector) -> None:
     shape, dtype = getattr(new, "shape", None), getattr(new, "dtype", None)
     if shape is None or dtype is None:
         raise ReplacementError(
-            f"fn (selector {sel!r:.80}) replaced the array at {show_path(n.path)} "
+            f"fn (selector {brief(sel)}) replaced the array at {show_path(n.path)} "
             f"(shape {tuple(old.shape)}, dtype {old.dtype}) with a {type(new).__name__}. "
             f"Return an array, or pass check=False if the change is intended."
         )
     if tuple(shape) != tuple(old.shape) or dtype != old.dtype:
         raise ReplacementError(
-            f"fn (selector {sel!r:.80}) changed the array at {show_path(n.path)} from "
+            f"fn (selector {brief(sel)}) changed the array at {show_path(n.path)} from "
             f"shape {tuple(old.shape)}, dtype {old.dtype} to shape {tuple(shape)}, dtype "
             f"{dtype}. Return an array of the same shape and dtype (e.g. "
             f"`.astype(x.dtype)`), or pass check=False if the change is intended."
@@ -148,7 +150,7 @@ def _compute(
     rest = list(range(len(todo)))  # positions in todo (and in key_arr)
     if batched is not None:
         signature = getattr(fn, "tw_signature", batch_signature)
-        what = f"{fn!r} (selector {sel!r:.80})"
+        what = f"{fn!r} (selector {brief(sel)})"
         groups: dict[Any, list[int]] = {}
         traced = isinstance(key_arr, Tracer)
         limit = STACK_MAX if traced or _traced(hits) else EAGER_STACK_MAX

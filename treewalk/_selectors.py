@@ -199,14 +199,32 @@ class _ArrayTypes(dict[type, bool]):
 is_array_type = _ArrayTypes()
 
 
+class _ByDtype(dict[Any, bool]):
+    """`test[dtype]`, remembered per dtype (a model has a handful)."""
+
+    def __init__(self, of: Any) -> None:
+        super().__init__()
+        self.of = of
+
+    def __missing__(self, dtype: Any) -> bool:
+        hit = self[dtype] = bool(jnp.issubdtype(dtype, self.of))
+        return hit
+
+
+_key_dtype = _ByDtype(jax.dtypes.prng_key)
+_inexact_dtype = _ByDtype(np.inexact)
+
+
 def _is_key(x: Any) -> bool:
+    if type(x) is np.ndarray:
+        return False  # numpy has no key dtypes
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    return dtype is not None and _key_dtype[dtype]
 
 
 def _inexact(x: Any) -> bool:
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and bool(jnp.issubdtype(dtype, np.inexact))
+    return dtype is not None and _inexact_dtype[dtype]
 
 
 class Arrays(Selector):
