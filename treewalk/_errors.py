@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._path import show_path
+
+if TYPE_CHECKING:  # for type checkers only: no import cycle at run time
+    from ._load_plan import LoadPlan
 
 
 class TreewalkError(Exception):
@@ -79,7 +82,7 @@ class LoadError(TreewalkError, ValueError):
     arrays whose shape or dtype does not fit; the message lists all of them at once, and
     `.plan` holds the whole `tw.LoadPlan`. A `ValueError`."""
 
-    plan: object = None
+    plan: LoadPlan | None = None
 
 
 def call_user(what: str, f: Callable[..., Any], path: Sequence[Any], *args: Any) -> Any:

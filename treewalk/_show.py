@@ -21,6 +21,12 @@ class Row:
     """One leaf of the tree, as `tw.show` lists it."""
 
     __slots__ = ("path", "type", "shape", "dtype", "size", "selected")
+    path: Path
+    type: str
+    shape: tuple[int, ...] | None
+    dtype: str
+    size: int
+    selected: bool
 
     def __init__(
         self,
@@ -48,6 +54,12 @@ class Table:
     `.size`, `.selected`), `selector` (or `None`), `total` and `selected` (parameter
     counts: elements of array leaves).
     """
+
+    rows: list[Row]
+    selector: Any
+    max_rows: int | None
+    total: int
+    selected: int
 
     def __init__(self, rows: list[Row], selector: Any, max_rows: int | None) -> None:
         self.rows = rows
