@@ -59,7 +59,7 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnums=())
+@jax.jit
 def _derive(key: jax.Array, hashes: jax.Array) -> jax.Array:
     fold = jax.random.fold_in
     return jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes)
