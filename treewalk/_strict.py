@@ -11,11 +11,12 @@ dead atoms alone, and only those it confirms are errors.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from ._engine import GO, LEAF, Pass, flags_of
+from ._engine import LEAF, Pass, flags_of
 from ._errors import NoMatchError
 from ._frameworks import is_plain_container
 from ._node import Node
@@ -137,27 +138,41 @@ class Survey:
         matchers = [(a, a.compile()) for a in atoms]
         hit, on_nodes, by_last, types = self.hit, self.on_nodes, self.by_last, self.types
 
-        def visit(n: Node) -> int:
+        last_of: dict[Any, str] = {}  # str(n.last) per last key entry
+
+        def survey(n: Node) -> bool:
+            # Asked at every node but `None`s (a matcher of the pass: leaves come through
+            # one reused Node, so the survey allocates nothing per leaf).
             x = n.node
-            if n.path:
+            path = n.path
+            if path:
                 self.count += 1
-                some = by_last.setdefault(str(n.last), [])
+                e = path[-1]
+                try:
+                    seg = last_of.get(e)
+                except TypeError:  # an unhashable key entry
+                    seg = None
+                if seg is None:
+                    seg = str(n.last)
+                    with contextlib.suppress(TypeError):
+                        last_of[e] = seg
+                some = by_last.get(seg)
+                if some is None:
+                    some = by_last[seg] = []
                 if len(some) < 5:
-                    some.append(n.path)
+                    some.append(path)
             is_a_leaf = bool(flags_of(x) & LEAF) or (is_leaf is not None and is_leaf(x))
             if not is_a_leaf:
                 types.add(type(x))
-            if x is None and not include_none:
-                return GO
             for a, m in matchers:
                 if not hit[a] and m(n):
                     if is_a_leaf or not leaves_only:
                         hit[a] = True
                     else:
                         on_nodes[a] = True
-            return GO
+            return False
 
-        Pass(visit, is_leaf=is_leaf, rebuild=False).run(tree)
+        Pass(select=survey, include_none=include_none, is_leaf=is_leaf, rebuild=False).run(tree)
 
     def closest(self, sel: Selector) -> str:
         target = _target(sel)
