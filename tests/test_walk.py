@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
+from jax.tree_util import GetAttrKey
 
 import treewalk as tw
 from treewalk.testing import Keyed, Pair, Unkeyed, pytrees, trees_equal
@@ -15,23 +15,16 @@ WALKS = [tw.prewalk, tw.postwalk]
 
 
 def resolve(tree, path):
-    """Follow a key path with nothing but JAX's own key entry types."""
+    """Follow a key path one JAX flatten level at a time (the child whose key entry is
+    the path's next one)."""
     node = tree
     for entry in path:
-        if isinstance(entry, DictKey):
-            node = node[entry.key]
-        elif isinstance(entry, SequenceKey):
-            node = node[entry.idx]
-        elif isinstance(entry, GetAttrKey):
-            # an NNX Variable's value: `get_value()` (`.value` is deprecated in flax 0.12)
-            get = getattr(node, "get_value", None) if entry.name == "value" else None
-            node = get() if get is not None else getattr(node, entry.name)
-        elif isinstance(entry, FlattenedIndexKey):
-            node = jax.tree_util.tree_flatten(node, is_leaf=lambda x, n=node: x is not n)[0][
-                entry.key
-            ]
-        else:  # pragma: no cover
-            raise AssertionError(entry)
+        kids = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda y, n=node: y is not n)
+        matches = [c for (k,), c in [(p, c) for p, c in kids[0] if len(p) == 1] if k == entry]
+        if not matches and isinstance(entry, GetAttrKey):  # a penzai Parameter's value
+            matches = [getattr(node, entry.name)]
+        assert matches, (path, entry)
+        node = matches[0]
     return node
 
 

@@ -27,16 +27,27 @@ from ._path import Path
 WalkFn = Callable[[Path, Any], Any]
 
 
-def private_copy(tree: Any, is_leaf: Any = None, exclude: Any = None) -> Any:
-    """`tree` with every mutable object (NNX module or variable, penzai parameter) copied,
-    ties kept: what a walk hands `fn`, so that an in-place edit never reaches the input.
-    Trees without such objects are returned as they are (nothing in them can be edited
-    in place)."""
-    if not registry.refresh().mutable and not registry.leaf_boxes:
-        return tree
-    p = Pass(is_leaf=is_leaf, exclude=exclude)
-    flat = p.run(tree)
-    return flat.finish() if p.met_shared else tree
+class _Private:
+    """Copies of the mutable objects (NNX modules and variables, penzai parameters) a walk
+    hands `fn`, so that an in-place edit never reaches the input. A copy is made when
+    the walk first meets an object of the input, with every mutable object inside it
+    (ties kept); what is inside a copy is the walk's own already, and is not copied
+    again. Trees without mutable objects cost nothing."""
+
+    def __init__(self, is_leaf: Any, exclude: Any) -> None:
+        self.is_leaf, self.exclude = is_leaf, exclude
+        self.done: dict[int, Any] = {}  # input object id -> its copy, for ties
+        self.fresh: set[int] = set()  # ids of the copies
+
+    def __call__(self, path: Path, x: Any) -> Any:
+        if id(x) in self.fresh:
+            return x
+        start = len(self.done)
+        p = Pass(is_leaf=self.is_leaf, exclude=self.exclude, done=self.done)
+        out = p.walk(path, x, None, None, False).finish()  # `exclude` sees full paths
+        self.fresh.update(id(v.out) for v in list(self.done.values())[start:])
+        self.fresh.add(id(out))
+        return out
 
 
 def prewalk(
@@ -89,20 +100,23 @@ def prewalk(
     """
     check_callable("fn", fn, hint="lambda path, node: node")
     ties: dict[int, Any] = {}
+    private = _Private(is_leaf, exclude)
 
     def visit(n: Node) -> int:
         x = n.node
-        tie = tie_id(x, flags_of(x))
+        f = flags_of(x)
+        tie = tie_id(x, f)
         if tie is not None and tie in ties:
             n.node = ties[tie]
             return KEEP
+        if f & SHARED:
+            x = private(n.path, x)
         new = call_user("fn", fn, n.path, n.path, x)
         if tie is not None:
             ties[tie] = new
         n.node = new
         return GO
 
-    tree = private_copy(tree, is_leaf, exclude)
     return Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit").run(tree).finish()
 
 
