@@ -20,6 +20,7 @@ from ._node import Node
 from ._path import Path, show_path
 from ._selectors import Selector, brief
 
+#: `fn(path, node, key) -> new node`, what `tw.replace` calls on each selected node.
 ReplaceFn = Callable[[Path, Any, Any], Any]
 
 
