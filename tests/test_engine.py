@@ -377,3 +377,11 @@ def test_replace_input_untouched_when_fn_raises_on_nnx():
     with pytest.raises(tw.CallbackError, match="ValueError at path <root>"):
         tw.replace(m, nnx.Linear, boom)
     assert m.kernel is kernel and (np.asarray(m.kernel[...]) == before).all()
+
+
+def test_walks_keep_a_tied_variable_one_object():
+    p = nnx.Param(jnp.ones(2))
+    for walk in (tw.prewalk, tw.postwalk):
+        out = walk(lambda path, x: x, [p, p])
+        assert out[0] is out[1] and out[0] is not p
+        assert tw.paths(out, tw.arrays) == tw.paths([p, p], tw.arrays)

@@ -243,7 +243,7 @@ class Pass:
             elif visit is not None:
                 action = visit(n)
                 if n.node is not y:  # `visit` put another node here (prewalk)
-                    return self._into(n, self.flags(n.node), values, pending, action)
+                    return self._into(n, self.flags(n.node), values, pending, action, y)
                 if action >= HIT:
                     hits_append(n)
                     if action == HIT:
@@ -306,7 +306,7 @@ class Pass:
             n = Node(path, box, None, parent)
             action = self.visit(n)
             if n.node is not box:
-                return self._into(n, self.flags(n.node), values, pending, action)
+                return self._into(n, self.flags(n.node), values, pending, action, box)
             if action >= HIT:
                 self.hits.append(n)
             if action == HIT:
@@ -324,9 +324,12 @@ class Pass:
         self._late(values, pending, out)
         return True
 
-    def _into(self, n: Node, f: int, values: list[Any], pending: list[int], action: int) -> bool:
-        """`visit` put `n.node` in place of the node: go into it (its root is not visited
-        again), unless `visit` said `KEEP` or it is a leaf."""
+    def _into(
+        self, n: Node, f: int, values: list[Any], pending: list[int], action: int, old: Any
+    ) -> bool:
+        """`visit` put `n.node` in place of `old`: go into it (its root is not visited
+        again), unless `visit` said `KEEP` or it is a leaf. A shared `old` met again
+        gets the same output."""
         new = n.node
         if action == KEEP or (f & LEAF and not f & BOX):
             values.append(new)
@@ -334,4 +337,6 @@ class Pass:
             self._box(n.path, new, f, n.parent, values, pending, False)
         else:
             self._late(values, pending, self.walk(n.path, new, n, None, True))
+        if self.flags(old) & SHARED:
+            self.done[id(old)] = values[-1]
         return True
