@@ -263,6 +263,7 @@ def test_is_leaf_errors_name_the_same_path_everywhere():
         lambda: tw.replace(t, tw.of_type(int), lambda p, x, k: x, is_leaf=raising),
         lambda: tw.mask(t, tw.everything, is_leaf=raising),
         lambda: tw.prewalk(lambda p, x: x, t, is_leaf=raising),
+        lambda: tw.postwalk(lambda p, x: x, t, is_leaf=raising),
     ):
         with pytest.raises(tw.CallbackError) as info:
             call()
@@ -385,3 +386,18 @@ def test_walks_keep_a_tied_variable_one_object():
         out = walk(lambda path, x: x, [p, p])
         assert out[0] is out[1] and out[0] is not p
         assert tw.paths(out, tw.arrays) == tw.paths([p, p], tw.arrays)
+
+
+def test_postwalk_asks_is_leaf_once_per_node_and_keeps_its_leaves():
+    asked = []
+
+    def stop_at_pairs(x):
+        asked.append(x)
+        return isinstance(x, tuple)
+
+    t = {"a": (1, 2), "b": [3, {"c": 4}]}
+    seen = []
+    out = tw.postwalk(lambda p, x: seen.append(tw.path_str(p)) or x, t, is_leaf=stop_at_pairs)
+    assert out == t and seen == ["a", "b/0", "b/1/c", "b/1", "b", ""]
+    # internal nodes and unknown leaves only: ints are leaves without asking
+    assert [type(x) for x in asked] == [dict, tuple, list, dict]

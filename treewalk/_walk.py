@@ -147,21 +147,31 @@ def postwalk(
         ```
     """
     check_callable("fn", fn, hint="lambda path, node: node")
-    order: list[Node] = []
+    check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
+    order: list[tuple[Node, bool]] = []  # each visible node, and whether it is a leaf
 
     def visit(n: Node) -> int:
-        order.append(n)
-        return GO
+        # `is_leaf` asked here, once per node (the pass is given none): its answer
+        # decides both where the pass stops and what the fold treats as a leaf.
+        x = n.node
+        f = flags_of(x)
+        user = (
+            not f & (BOX | LEAF)
+            and is_leaf is not None
+            and bool(call_user("is_leaf", is_leaf, n.path, x))
+        )
+        order.append((n, user or bool(f & LEAF and not f & BOX)))
+        return KEEP if user else GO
 
     # The pass finds the visible nodes in pre-order (same rules as every call); the fold
     # below rebuilds them children first, with an explicit stack.
-    Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit", rebuild=False).run(tree)
+    Pass(visit, exclude=exclude, boxes="visit", rebuild=False).run(tree)
     if not order:
         return tree  # the root is excluded
-    return _fold(order, fn, is_leaf, exclude)
+    return _fold(order, fn, exclude)
 
 
-def _fold(order: list[Node], fn: WalkFn, is_leaf: Any, exclude: Any) -> Any:
+def _fold(order: list[tuple[Node, bool]], fn: WalkFn, exclude: Any) -> Any:
     pytree_boxes = registry.pytree_boxes
     done: dict[int, Any] = {}  # tie id -> fn's result
     # Each open frame: [node, {entry: output of that child}].
@@ -188,7 +198,7 @@ def _fold(order: list[Node], fn: WalkFn, is_leaf: Any, exclude: Any) -> Any:
             done[tie] = out
         deliver(n, out)
 
-    for n in order:
+    for n, leaf in order:
         depth = len(n.path)
         while stack and len(stack[-1][0].path) >= depth:
             close(*stack.pop())
@@ -197,7 +207,7 @@ def _fold(order: list[Node], fn: WalkFn, is_leaf: Any, exclude: Any) -> Any:
         tie = tie_id(x, f)
         if tie is not None and tie in done:
             deliver(n, done[tie])
-        elif _is_leaf(x, f, is_leaf):
+        elif leaf:
             out = call_user("fn", fn, n.path, n.path, x)
             if tie is not None:
                 done[tie] = out
@@ -207,12 +217,6 @@ def _fold(order: list[Node], fn: WalkFn, is_leaf: Any, exclude: Any) -> Any:
     while stack:
         close(*stack.pop())
     return result[0]
-
-
-def _is_leaf(x: Any, f: int, is_leaf: Any) -> bool:
-    if f & BOX:
-        return False
-    return bool(f & LEAF) or (is_leaf is not None and bool(is_leaf(x)))
 
 
 def _rebuild(path: Path, x: Any, kids: dict[Any, Any], done: dict[int, Any], exclude: Any) -> Any:
