@@ -1,8 +1,9 @@
 """The one traversal under every treewalk call.
 
-A pass over a tree is one C++ `tree_flatten_with_path` whose `is_leaf` (called on every
-node in pre-order, with its key path) is `Pass._at` below. There, and only there, the
-rules are applied:
+A pass over a tree is one C++ `tree_flatten` whose `is_leaf` (called on every node in
+pre-order) is `at` in `Pass.walk` below. Each node's key path is built there from its
+parent's and the entries `_children.ChildKeys` gives (as JAX's path flatten has them,
+without its per-node objects). There, and only there, the rules are applied:
 
 - **Boxes** (NNX `Variable`, linen `Partitioned`, penzai `Parameter`; see `_frameworks`)
   are opened: the value inside is visited at the box's path plus a `BoxKey`, and the box
@@ -31,9 +32,10 @@ import jax
 import numpy as np
 from jax.core import Tracer
 
+from ._children import ChildKeys
 from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
-from ._node import Node
+from ._node import Hits, Node
 from ._path import BoxKey, Path
 from ._rebuild import LATE, Boxed, Flat, Ref
 from ._rebuild import ready as ready  # for `replace`, which copies with what is known
@@ -75,12 +77,15 @@ class TypeKinds(dict[type, int]):
 
 
 def _is_jax_leaf(x: Any) -> bool:
-    """Is `x` a leaf to JAX? (An empty container is a node with no leaves, not a leaf.)"""
-    treedef = jax.tree_util.tree_structure(x)
-    return treedef.num_nodes == 1 and treedef.num_leaves == 1
+    """Is `x` a leaf to JAX? (`None`, an empty container and a static node are nodes
+    without children, not leaves.) One level only: `x` may be a whole model."""
+    return _registry.flatten_one_level(x) is None
 
 
+_registry = jax.tree_util.default_registry
 _kinds = TypeKinds()
+#: `ChildKeys`' per-type knowledge, cleared with `_kinds`.
+_child_kinds: dict[type, Any] = {}
 
 
 def type_kinds() -> TypeKinds:
@@ -88,6 +93,7 @@ def type_kinds() -> TypeKinds:
     registry.refresh()
     if _kinds.generation != registry.generation:
         _kinds.clear()
+        _child_kinds.clear()
         _kinds.generation = registry.generation
     return _kinds
 
@@ -139,8 +145,10 @@ class Pass:
     - `bare_leaf_boxes`: a box that is a JAX leaf (a penzai `Parameter`) gives the value
       made of its content, not a new box around it (masks: a leaf for a leaf).
 
-    `run(tree)` returns the top `Flat`; `hits` holds the hit `Node`s in pre-order, and
-    `flat.finish(results)` rebuilds the tree with `results[i]` at `hits[i]`.
+    - `keep_parents`: keep each hit's parent `Node` (for an `fn` that reads `n.parent`).
+
+    `run(tree)` returns the top `Flat`; `hits` holds the hits in pre-order (a `Hits`),
+    and `flat.finish(results)` rebuilds the tree with `results[i]` at hit `i`.
     """
 
     def __init__(
@@ -157,6 +165,7 @@ class Pass:
         select: Callable[[Node], bool] | None = None,
         outermost: bool = True,
         include_none: bool = False,
+        keep_parents: bool = False,
     ) -> None:
         check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
         check_callable("exclude", exclude, optional=True, hint="lambda path, node: ...")
@@ -169,7 +178,8 @@ class Pass:
         self.rebuild = rebuild
         self.kinds = type_kinds()
         self.pytree_boxes = registry.pytree_boxes
-        self.hits: list[Node] = []
+        self.hits = Hits(keep_parents)
+        self.child_keys = ChildKeys(_child_kinds)
         self.done: dict[int, Any] = {} if done is None else done
         self.met_shared = False  # did the pass meet a shared mutable object?
 
@@ -185,30 +195,41 @@ class Pass:
         `outer`: the box `x` was taken out of."""
         flat = Flat()
         values, pending = flat.values, flat.pending
-        kinds, visit, leaf = self.kinds, self.visit, self.leaf
-        kinds_get, learn = kinds.get, kinds.learn
-        select, include_none, hit_action = self.select, self.include_none, self.hit_action
+        kinds_get, learn = self.kinds.get, self.kinds.learn
+        visit, leaf, child_keys = self.visit, self.leaf, self.child_keys
+        select, include_none = self.select, self.include_none
+        outermost = self.hit_action == HIT
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
-        late = self._late
-        # parents[d]: the Node of the latest visible node at depth d - 1 of this flatten.
-        parents: list[Node | None] = [None, parent] if inner else [parent]
-        root = x
-
-        append, hits_append = values.append, hits.append
+        hit, outers, hit_parents = hits.add, hits.outers, hits.parents
+        hit_path, hit_node = hits.paths.append, hits.nodes.append
+        n_hits = hits.paths.__len__
+        slot, slot_hit = flat.slots.append, flat.slot_hits.append
+        late, append = self._late, values.append
+        # The paths of the nodes the flatten will call `at` on, the next one last (the
+        # stack of a pre-order traversal, in step with JAX's), and their parents' Nodes.
+        todo: list[Path] = [prefix]
+        above: list[Node | None] = [parent]
+        pop, pop_above = todo.pop, above.pop
+        hidden_depth = len(prefix) + 1 if inner else -1
         cur = Node((), None, None, None)
-        outermost = hit_action == HIT
 
-        def at(p: Path, y: Any) -> bool:
-            d = len(p)
+        def descend(path: Path, y: Any, n: Node | None) -> bool:
+            keys = child_keys(y)
+            if keys:
+                todo.extend([path + (k,) for k in reversed(keys)])
+                above.extend([n] * len(keys))
+            return False
+
+        def at(y: Any) -> bool:
+            path, par = pop(), pop_above()
+            root = path is prefix
             if inner:
-                if not d:
-                    if y is root:
-                        return False  # visited by the caller: only its children are
-                elif d == 1 and is_hidden(p[0]):
+                if root:
+                    return descend(path, y, par)  # visited by the caller: its children are
+                if len(path) == hidden_depth and is_hidden(path[-1]):
                     append(y)  # NNX bookkeeping: kept, shown to nobody
                     return True
-            path = (*prefix, *p) if prefix else p
             if exclude is not None and call_user("exclude", exclude, path, path, y):
                 append(y)
                 return True
@@ -222,22 +243,33 @@ class Pass:
                         late(values, pending, done[id(y)] if rebuild else None)
                         return True
                 if f & BOX:
-                    return self._box(path, y, f, parents[d], values, pending, True)
+                    return self._box(path, y, f, par, values, pending, True)
+            o = outer if root else None
             if f & LEAF and visit is None:
                 # A leaf, asked through one reused Node: no object per leaf (the cyclic
-                # GC's passes over them cost more than the asking). A hit gets its own.
-                cur.path, cur.node, cur.outer = path, y, None if d else outer
-                cur.parent, cur._segs = parents[d], None
+                # GC's passes over them cost more than the asking).
+                cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
                 if select is not None and (y is not None or include_none) and select(cur):
-                    hits_append(Node(path, y, cur.outer, cur.parent))
+                    # `hits.add`, inlined: this is the hot path of a big `replace`.
+                    if o is not None:
+                        outers[n_hits()] = o
+                    hit_path(path)
+                    hit_node(y)
+                    if hit_parents is not None:
+                        hit_parents.append(par)
                     if outermost:
+                        if rebuild and not f & SHARED:  # `_hit`, inlined
+                            slot(len(values))
+                            slot_hit(n_hits() - 1)
+                            append(None)
+                            return True
                         return self._hit(y, f, flat)
                 append(y if leaf is None else leaf(cur))
                 return True
-            n = Node(path, y, None if d else outer, parents[d])
+            n = Node(path, y, o, par)
             if select is not None:
                 if (y is not None or include_none) and select(n):
-                    hits_append(n)
+                    hit(path, y, o, par)
                     if outermost:
                         return self._hit(y, f, flat)
             elif visit is not None:
@@ -245,7 +277,7 @@ class Pass:
                 if n.node is not y:  # `visit` put another node here (prewalk)
                     return self._into(n, self.flags(n.node), values, pending, action, y)
                 if action >= HIT:
-                    hits_append(n)
+                    hit(path, y, o, par)
                     if action == HIT:
                         return self._hit(y, f, flat)
                 elif action == KEEP:
@@ -258,16 +290,10 @@ class Pass:
                 sub = done[id(y)] = self.walk(path, y, n, None, True)
                 late(values, pending, sub)
                 return True
-            try:
-                parents[d + 1] = n
-            except IndexError:
-                parents.append(n)
-            return False
+            return descend(path, y, n)
 
-        leaves, flat.treedef = jax.tree_util.tree_flatten_with_path(
-            x, is_leaf=at, is_leaf_takes_path=True
-        )
-        if len(leaves) != len(values):  # pragma: no cover - a broken invariant, not input
+        leaves, flat.treedef = jax.tree_util.tree_flatten(x, is_leaf=at)
+        if todo or len(leaves) != len(values):  # pragma: no cover - a broken invariant
             raise AssertionError("treewalk: the flatten and the pass met different nodes")
         return flat
 
@@ -278,11 +304,11 @@ class Pass:
                 self.done[id(y)] = None
             flat.values.append(None)
         elif f & SHARED:  # met again: the same result (a rare case: a Ref)
-            ref = self.done[id(y)] = Ref(len(self.hits) - 1)
+            ref = self.done[id(y)] = Ref(len(self.hits.paths) - 1)
             self._late(flat.values, flat.pending, ref)
         else:
             flat.slots.append(len(flat.values))
-            flat.slot_hits.append(len(self.hits) - 1)
+            flat.slot_hits.append(len(self.hits.paths) - 1)
             flat.values.append(None)
         return True
 
@@ -308,9 +334,10 @@ class Pass:
             if n.node is not box:
                 return self._into(n, self.flags(n.node), values, pending, action, box)
             if action >= HIT:
-                self.hits.append(n)
+                self.hits.add(path, box, None, parent)
             if action == HIT:
-                self._late(values, pending, Ref(len(self.hits) - 1) if self.rebuild else None)
+                ref = Ref(len(self.hits.paths) - 1) if self.rebuild else None
+                self._late(values, pending, ref)
                 return True
             if action == KEEP:
                 values.append(box)

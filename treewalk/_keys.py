@@ -59,25 +59,60 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+#: Up to this many keys come out of the one call that derives them as separate arrays
+#: too: slicing a key array costs a dispatch per key (~10 us), more than a small
+#: model's whole walk. More keys are sliced, as outputs of their own would make the
+#: call slow to compile.
+UNSTACKED_MAX = 64
+
+
+class Keys:
+    """The keys of one call: `stack[i]`, and `each[i]` (a separate array, or `None` until
+    asked: `single(i)`)."""
+
+    __slots__ = ("stack", "each", "n")
+
+    def __init__(self, stack: jax.Array, each: tuple[jax.Array, ...] | None, n: int) -> None:
+        self.stack, self.each, self.n = stack, each, n
+
+    def singles(self) -> list[jax.Array]:
+        """The `n` keys as separate arrays."""
+        if self.each is not None:
+            return list(self.each[: self.n])
+        return list(self.stack[: self.n])
+
+
+def _unstacked(keys: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    n = keys.shape[0]
+    return keys, tuple(keys[i] for i in range(n)) if n <= UNSTACKED_MAX else ()
+
+
 @jax.jit
-def _derive(key: jax.Array, hashes: jax.Array) -> jax.Array:
+def _derive(key: jax.Array, hashes: jax.Array) -> Any:
     fold = jax.random.fold_in
-    return jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes)
+    return _unstacked(jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes))
 
 
-def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=1)
+def _split(key: jax.Array, n: int) -> Any:
+    return _unstacked(jax.random.split(key, n))
+
+
+def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> Keys:
     """One key per path, `fold_in(fold_in(key, h0), h1)` with `(h0, h1) = path_hash(segs)`,
     derived in one vectorised call (padded to a power of two so few shapes compile)."""
     n = len(segs)
     hashes = np.zeros((_bucket(n), 2), np.uint32)
     if n:
         hashes[:n] = [path_hash(tuple(s)) for s in segs]
-    return _derive(key, hashes)[:n]
+    stack, each = _derive(key, hashes)
+    return Keys(stack, each or None, n)
 
 
-def split_keys(key: jax.Array, n: int) -> jax.Array:
+def split_keys(key: jax.Array, n: int) -> Keys:
     """`jax.random.split(key, n)`: keys in traversal order, as optax's `tree_split_key_like`."""
-    return jax.random.split(key, n)
+    stack, each = _split(key, n)
+    return Keys(stack, each or None, n)
 
 
 def key_for_path(key: Any, path_or_segs: Sequence[Any]) -> jax.Array:

@@ -182,7 +182,7 @@ class _Materializer:
             tree = replace(tree, sel, fn, key=key, keys=self.keys, strict=self.strict)
         left = find(tree, abstract)
         if left:
-            shown = ", ".join(repr(path_str(n.path)) for n in left[:5])
+            shown = ", ".join(repr(path_str(p)) for p in left.paths[:5])
             raise InitError(
                 f"tw.materialize: {len(left)} abstract leaves have no init, e.g. {shown}. "
                 f"Add an entry for them to init= (a catch-all is `'**': fn`)."

@@ -90,3 +90,35 @@ class Node:
                             segs = (*segs, s)
             self._segs = segs
         return segs
+
+
+class Hits:
+    """The nodes a pass selected, in pre-order, as parallel lists: `paths[i]`, `nodes[i]`,
+    the box around each (`outers`, only where there is one) and, when the pass was asked
+    to keep them, the parent `Node`s. No object is made per hit: on 100,000 hits the
+    cyclic GC's passes over such objects cost more than the pass. `hits[i]` makes the
+    `Node` of hit `i` when a selector or `fn` needs one."""
+
+    __slots__ = ("paths", "nodes", "outers", "parents")
+
+    def __init__(self, keep_parents: bool) -> None:
+        self.paths: list[Path] = []
+        self.nodes: list[Any] = []
+        self.outers: dict[int, Any] = {}
+        self.parents: list[Node | None] | None = [] if keep_parents else None
+
+    def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
+        if outer is not None:
+            self.outers[len(self.paths)] = outer
+        self.paths.append(path)
+        self.nodes.append(node)
+        if self.parents is not None:
+            self.parents.append(parent)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Node:
+        parents = self.parents
+        parent = None if parents is None else parents[i]
+        return Node(self.paths[i], self.nodes[i], self.outers.get(i), parent)

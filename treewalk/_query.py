@@ -8,7 +8,7 @@ from typing import Any
 from ._engine import GO, HIT, KEEP, Pass
 from ._errors import LabelError, StructureError
 from ._frameworks import nnx_kind, nnx_pure, variable_kind
-from ._node import Node
+from ._node import Hits, Node
 from ._path import Path, show_path
 from ._selectors import Selector, as_selector, brief
 from ._strict import Recorder
@@ -22,8 +22,8 @@ def find(
     is_leaf: IsLeaf = None,
     include_none: bool = False,
     outermost: bool = False,
-) -> list[Node]:
-    """The `Node`s `sel` matches, in pre-order: every match, or with `outermost` only
+) -> Hits:
+    """The nodes `sel` matches, in pre-order: every match, or with `outermost` only
     those not inside another (the nodes `replace` acts on). `None` only with
     `include_none`."""
     p = Pass(
@@ -84,7 +84,7 @@ def select(
         include_none=include_none,
         outermost=outermost,
     )
-    return [(n.path, n.node) for n in hits]
+    return list(zip(hits.paths, hits.nodes, strict=True))
 
 
 def paths(
@@ -113,7 +113,7 @@ def paths(
         include_none=include_none,
         outermost=outermost,
     )
-    return [n.path for n in hits]
+    return hits.paths
 
 
 _MISSING: Any = object()
@@ -168,7 +168,7 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
         ```
     """
     sel = as_selector(selector)
-    found = [n.path for n in find(tree, sel, is_leaf=is_leaf, outermost=True)]
+    found = find(tree, sel, is_leaf=is_leaf, outermost=True).paths
     what = f"tw.where(..., {brief(sel)})"
 
     def where_fn(t: Any) -> list[Any]:

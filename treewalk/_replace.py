@@ -8,7 +8,7 @@ from typing import Any, Literal
 from ._engine import LEAF, Pass, flags_of
 from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
-from ._node import Node
+from ._node import Hits
 from ._rebuild import ready
 from ._results import ReplaceFn, check_fn, results
 from ._selectors import as_selector, brief
@@ -121,7 +121,10 @@ def replace(
         )
     rec = Recorder() if strict else None
     match = sel.compile() if rec is None else rec.compile(sel)
-    p = Pass(select=match, include_none=include_none, is_leaf=is_leaf)
+    # An `fn` with context (`tw_call`, `tw_signature`, `tw_batched`) gets `Node`s, whose
+    # `parent` it may read (`tw.init` finds a bias's layer so).
+    context = any(hasattr(fn, a) for a in ("tw_call", "tw_signature", "tw_batched"))
+    p = Pass(select=match, include_none=include_none, is_leaf=is_leaf, keep_parents=context)
     flat = p.run(tree)
     hits = p.hits
     if rec is not None:
@@ -142,14 +145,15 @@ def replace(
     return flat.finish(results(hits, fn, key, keys, sel, check))
 
 
-def _private_hits(hits: list[Node], p: Pass, is_leaf: Any) -> None:
+def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:
     """Give `fn` copies of the mutable objects inside selected layers (consistent with the
     rest of the output: a variable shared with an unselected layer is the same copy)."""
     # What is known without the results (a variable met outside the selected layers).
     done = {k: v for k, v in p.done.items() if ready(v)}
-    for n in hits:
-        if not flags_of(n.node) & LEAF and n.node is not None:
+    nodes = hits.nodes
+    for i, node in enumerate(nodes):
+        if not flags_of(node) & LEAF and node is not None:
             copy = Pass(is_leaf=is_leaf, done=done)
-            flat = copy.run(n.node)
+            flat = copy.run(node)
             if copy.met_shared:
-                n.node = flat.finish()
+                nodes[i] = flat.finish()

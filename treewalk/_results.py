@@ -15,8 +15,8 @@ from jax.sharding import SingleDeviceSharding
 from ._engine import ARRAY_TYPES, flags_of, tie_id
 from ._errors import ArgumentError, ReplacementError, call_user
 from ._helpers import _place, constrain, eager, stack_sharding
-from ._keys import as_typed_key, path_keys, split_keys
-from ._node import Node
+from ._keys import Keys, as_typed_key, path_keys, split_keys
+from ._node import Hits, Node
 from ._path import Path, show_path
 from ._selectors import Selector, brief
 
@@ -28,8 +28,8 @@ def check_fn(fn: Any) -> None:
     """An `ArgumentError` for the first mistakes with `fn`: a `jax.nn.initializers`
     function `(key, shape, dtype)` passed unwrapped, or a function that cannot take
     `(path, node, key)`."""
-    if hasattr(fn, "tw_call"):
-        return
+    if hasattr(fn, "tw_call") or hasattr(fn, "tw_batched"):
+        return  # an `fn` with context, such as treewalk's own helpers
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: let it run
@@ -64,13 +64,14 @@ class Apply:
         name = repr(fn) if self.tw_call is not None else "fn"
         self.what = f"{name} (selector {brief(sel)})"
 
-    def __call__(self, n: Node, key: Any) -> Any:
+    def __call__(self, hits: Hits, i: int, key: Any) -> Any:
+        path, node = hits.paths[i], hits.nodes[i]
         tw_call = self.tw_call
         if tw_call is not None:
-            new = call_user(self.what, tw_call, n.path, n, key)
+            new = call_user(self.what, tw_call, path, hits[i], key)
         else:
-            new = call_user(self.what, self.fn, n.path, n.path, n.node, key)
-        return fit(n.path, n.node, new, self.sel, self.check)
+            new = call_user(self.what, self.fn, path, path, node, key)
+        return fit(path, node, new, self.sel, self.check)
 
 
 def fit(path: Path, old: Any, new: Any, sel: Selector, check: bool) -> Any:
@@ -109,36 +110,38 @@ def check_replacement(n: Node, new: Any, sel: Selector) -> None:
 
 
 def results(
-    hits: list[Node], fn: ReplaceFn, key: Any, policy: str, sel: Selector, check: bool
+    hits: Hits, fn: ReplaceFn, key: Any, policy: str, sel: Selector, check: bool
 ) -> list[Any]:
     """`fn`'s result for each selected node: ties computed once, keys derived at once."""
     # Ties: the same array object at several selected paths is computed once.
     first: dict[int, int] = {}
     owner = list(range(len(hits)))
-    for i, n in enumerate(hits):
-        tie = tie_id(n.node, flags_of(n.node))
+    tied = False
+    for i, node in enumerate(hits.nodes):
+        tie = tie_id(node, flags_of(node))
         if tie is not None:
-            owner[i] = first.setdefault(tie, i)
-    todo = [i for i in range(len(hits)) if owner[i] == i]
+            j = owner[i] = first.setdefault(tie, i)
+            tied = tied or j != i
+    todo = [i for i in range(len(hits)) if owner[i] == i] if tied else owner
 
     # Keys, one vectorised derivation for all of them.
     legacy = False
-    key_arr = None
+    keys = None
     if key is not None:
         typed, legacy = as_typed_key(key)
         if policy == "path":
-            key_arr = path_keys(typed, [hits[i].segs for i in todo])
+            keys = path_keys(typed, [hits[i].segs for i in todo])
         else:
-            key_arr = split_keys(typed, len(todo))
+            keys = split_keys(typed, len(todo))
 
-    results = _compute(hits, todo, key_arr, legacy, fn, sel, check)
-    return [results[owner[i]] for i in range(len(hits))]
+    results = _compute(hits, todo, keys, legacy, fn, sel, check)
+    return [results[j] for j in owner]
 
 
 def _compute(
-    hits: list[Node],
+    hits: Hits,
     todo: list[int],
-    key_arr: Any,
+    keys: Keys | None,
     legacy: bool,
     fn: ReplaceFn,
     sel: Selector,
@@ -148,7 +151,8 @@ def _compute(
     apply = Apply(fn, sel, check)
     results: dict[int, Any] = {}
     batched = getattr(fn, "tw_batched", None)
-    rest = list(range(len(todo)))  # positions in todo (and in key_arr)
+    rest = list(range(len(todo)))  # positions in todo (and in keys)
+    key_arr = None if keys is None else keys.stack
     if batched is not None:
         signature = getattr(fn, "tw_signature", batch_signature)
         what = f"{fn!r} (selector {brief(sel)})"
@@ -156,12 +160,12 @@ def _compute(
         traced = isinstance(key_arr, Tracer)
         limit = STACK_MAX if traced or _traced(hits) else EAGER_STACK_MAX
         for j, i in enumerate(todo):
-            if _size(hits[i].node) > limit:
+            if _size(hits.nodes[i]) > limit:
                 continue  # big leaves are drawn one by one: a stack would double the peak
-            sig = call_user(what, signature, hits[i].path, hits[i])
+            sig = call_user(what, signature, hits.paths[i], hits[i])
             if sig is not None:
                 # Sharded leaves are stacked only with leaves of the same layout.
-                ok, layout = stack_sharding(hits[i].node, traced)
+                ok, layout = stack_sharding(hits.nodes[i], traced)
                 if ok:
                     groups.setdefault((sig, layout), []).append(j)
         grouped: set[int] = set()
@@ -178,19 +182,22 @@ def _compute(
             if layout is not None:
                 stacked = constrain(stacked, layout)
             for j, value in zip(js, list(stacked), strict=True):
-                results[todo[j]] = _place(value, hits[todo[j]].node)
+                results[todo[j]] = _place(value, hits.nodes[todo[j]])
         rest = [j for j in range(len(todo)) if j not in grouped]
     if rest:
         key_list: list[Any] = [None] * len(todo)
-        if key_arr is not None:
-            ks = key_arr if len(rest) == len(todo) else key_arr[np.asarray(rest)]
+        if keys is not None and keys.each is not None and not legacy:
+            for j in rest:
+                key_list[j] = keys.each[j]
+        elif keys is not None:
+            ks = keys.stack[: keys.n] if len(rest) == len(todo) else keys.stack[np.asarray(rest)]
             if legacy:
                 ks = jax.random.key_data(ks)
             for j, k in zip(rest, list(ks), strict=True):
                 key_list[j] = k
         for j in rest:
             i = todo[j]
-            results[i] = apply(hits[i], key_list[j])
+            results[i] = apply(hits, i, key_list[j])
     return results
 
 
@@ -207,8 +214,8 @@ STACK_MAX = 1 << 16
 EAGER_STACK_MAX = 1 << 12
 
 
-def _traced(hits: list[Node]) -> bool:
-    return bool(hits) and isinstance(hits[0].node, Tracer)
+def _traced(hits: Hits) -> bool:
+    return bool(hits) and isinstance(hits.nodes[0], Tracer)
 
 
 def _size(node: Any) -> int:

@@ -249,6 +249,17 @@ class of_type(Selector):
     def match(self, n: Node) -> bool:
         return self._is(n.node) or (n.outer is not None and self._is(n.outer))
 
+    def compile(self) -> Matcher:
+        cache_get, is_ = self._cache.get, self._is
+
+        def m(n: Node) -> bool:  # `match`, with the per-type cache read inline
+            hit = cache_get(type(n.node))
+            if hit is None:
+                hit = is_(n.node)
+            return hit or (n.outer is not None and is_(n.outer))
+
+        return m
+
     def _key(self) -> tuple[Any, ...]:
         return self.types
 

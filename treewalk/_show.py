@@ -229,12 +229,14 @@ def show(
         ```
     """
     match = None if selector is None else as_selector(selector).compile()
-    hits: set[int] = set()  # ids of the Nodes the selector matched, in this one pass
+    # The Nodes the selector matched in this one pass, by id (kept: an id is only unique
+    # while its object lives).
+    hits: dict[int, Node] = {}
     rows: list[Row] = []
 
     def visit(n: Node) -> int:
         if match is not None and n.node is not None and match(n):
-            hits.add(id(n))
+            hits[id(n)] = n
             return HIT_GO
         return GO
 

@@ -148,7 +148,11 @@ def postwalk(
     """
     check_callable("fn", fn, hint="lambda path, node: node")
     check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
-    order: list[tuple[Node, bool]] = []  # each visible node, and whether it is a leaf
+    # Each visible node in pre-order, as parallel lists (no object per node: the cyclic
+    # GC's passes over 100,000 of them would cost more than the walk).
+    paths: list[Path] = []
+    nodes: list[Any] = []
+    leaves: list[bool] = []
 
     def visit(n: Node) -> int:
         # `is_leaf` asked here, once per node (the pass is given none): its answer
@@ -160,60 +164,62 @@ def postwalk(
             and is_leaf is not None
             and bool(call_user("is_leaf", is_leaf, n.path, x))
         )
-        order.append((n, user or bool(f & LEAF and not f & BOX)))
+        paths.append(n.path)
+        nodes.append(x)
+        leaves.append(user or bool(f & LEAF and not f & BOX))
         return KEEP if user else GO
 
     # The pass finds the visible nodes in pre-order (same rules as every call); the fold
     # below rebuilds them children first, with an explicit stack.
     Pass(visit, exclude=exclude, boxes="visit", rebuild=False).run(tree)
-    if not order:
+    if not paths:
         return tree  # the root is excluded
-    return _fold(order, fn, exclude)
+    return _fold(paths, nodes, leaves, fn, exclude)
 
 
-def _fold(order: list[tuple[Node, bool]], fn: WalkFn, exclude: Any) -> Any:
+def _fold(
+    paths: list[Path], nodes: list[Any], leaves: list[bool], fn: WalkFn, exclude: Any
+) -> Any:
     pytree_boxes = registry.pytree_boxes
     done: dict[int, Any] = {}  # tie id -> fn's result
-    # Each open frame: [node, {entry: output of that child}].
-    stack: list[tuple[Node, dict[Any, Any]]] = []
+    # Each open frame: (path, node, {entry: output of that child}).
+    stack: list[tuple[Path, Any, dict[Any, Any]]] = []
     result: list[Any] = []
 
-    def deliver(n: Node, out: Any) -> None:
+    def deliver(path: Path, out: Any) -> None:
         if stack:
-            stack[-1][1][n.path[-1]] = out
+            stack[-1][2][path[-1]] = out
         else:
             result.append(out)
 
-    def close(n: Node, kids: dict[Any, Any]) -> None:
-        x = n.node
+    def close(path: Path, x: Any, kids: dict[Any, Any]) -> None:
         f = flags_of(x)
         if f & BOX:
             _, inner, rebox = unbox(x, () if f & LEAF_BOX else pytree_boxes)
             rebuilt = rebox(next(iter(kids.values()), inner))
         else:
-            rebuilt = _rebuild(n.path, x, kids, done, exclude)
-        out = call_user("fn", fn, n.path, n.path, rebuilt)
+            rebuilt = _rebuild(path, x, kids, done, exclude)
+        out = call_user("fn", fn, path, path, rebuilt)
         tie = tie_id(x, f)
         if tie is not None:
             done[tie] = out
-        deliver(n, out)
+        deliver(path, out)
 
-    for n, leaf in order:
-        depth = len(n.path)
-        while stack and len(stack[-1][0].path) >= depth:
+    for path, x, leaf in zip(paths, nodes, leaves, strict=True):
+        depth = len(path)
+        while stack and len(stack[-1][0]) >= depth:
             close(*stack.pop())
-        x = n.node
         f = flags_of(x)
         tie = tie_id(x, f)
         if tie is not None and tie in done:
-            deliver(n, done[tie])
+            deliver(path, done[tie])
         elif leaf:
-            out = call_user("fn", fn, n.path, n.path, x)
+            out = call_user("fn", fn, path, path, x)
             if tie is not None:
                 done[tie] = out
-            deliver(n, out)
+            deliver(path, out)
         else:
-            stack.append((n, {}))
+            stack.append((path, x, {}))
     while stack:
         close(*stack.pop())
     return result[0]

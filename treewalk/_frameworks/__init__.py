@@ -12,6 +12,8 @@ What lives here:
   sees the bare array and the box is rebuilt around the new value with its metadata.
 - **Mutable nodes** (NNX modules and variables, penzai variables): always rebuilt, never
   shared between the input and the output of `replace`.
+- **Fixed children**: node types (Equinox `Module`, penzai `Struct`) whose children's key
+  entries are the same in every instance of a class, so the engine learns them once.
 - **Weight layouts** of the common layers, used by `treewalk.init` to compute fans.
 """
 
@@ -62,6 +64,13 @@ def _mutable_nodes() -> tuple[type, ...]:
     return _attr("flax.nnx.pytreelib", "Pytree") + _attr("flax.nnx.variablelib", "Variable")
 
 
+def _fixed_children() -> tuple[type, ...]:
+    """Pytree node types whose children are the same fields, with the same key entries,
+    in every instance of a class: an Equinox `Module` (its dynamic fields) and a penzai
+    `Struct` (its pytree fields). The engine learns their key entries once per class."""
+    return _attr("equinox", "Module") + _attr("penzai.core.struct", "Struct")
+
+
 class _Registry:
     """Caches the framework types; refreshed when `sys.modules` grows."""
 
@@ -73,6 +82,7 @@ class _Registry:
         self.leaf_boxes: tuple[type, ...] = ()
         self.boxes: tuple[type, ...] = ()
         self.mutable: tuple[type, ...] = ()
+        self.fixed_children: tuple[type, ...] = ()
 
     def refresh(self) -> _Registry:
         n = len(sys.modules)
@@ -82,6 +92,7 @@ class _Registry:
             self.leaf_boxes = _leaf_boxes()
             self.boxes = self.pytree_boxes + self.leaf_boxes
             self.mutable = _mutable_nodes()
+            self.fixed_children = _fixed_children()
             self.generation += 1
         return self
 
