@@ -648,13 +648,36 @@ def case7(quick: bool, repeats: int) -> None:
         "900-deep dict",
         {
             "treewalk replace(arrays, zeros)": lambda: tw.replace(deep, tw.arrays, tw.zeros),
-            "treewalk paths('**/a')": lambda: tw.paths(deep, "**/a"),
             "treewalk postwalk identity": lambda: tw.postwalk(lambda p, x: x, deep),
             "tree_map_with_path identity": lambda: jax.tree_util.tree_map_with_path(
                 lambda p, x: x, deep
             ),
         },
         repeats,
+    )
+
+    def hand_deep() -> Any:
+        # Every node's path (internal ones too) whose last key is "a", from JAX.
+        out = []
+
+        def record(p: Any, x: Any) -> bool:
+            if p and getattr(p[-1], "key", None) == "a":
+                out.append(p)
+            return False
+
+        flat(deep, is_leaf=record, is_leaf_takes_path=True)
+        return out
+
+    # A query: nothing to wait for (waiting would walk the 900 paths it returns).
+    run_tools(
+        "7",
+        "900-deep dict, paths",
+        {
+            "treewalk paths('**/a')": lambda: tw.paths(deep, "**/a"),
+            "tree_flatten_with_path(is_leaf=record)": hand_deep,
+        },
+        repeats,
+        sync=False,
     )
 
     mlp = eqx.nn.MLP(64, 10, 256, 4, key=jax.random.key(0))

@@ -83,6 +83,7 @@ def _is_jax_leaf(x: Any) -> bool:
 
 
 _registry = jax.tree_util.default_registry
+_LEAF = jax.tree_util.tree_structure(0)  # the treedef of a lone leaf
 _kinds = TypeKinds()
 #: `ChildKeys`' per-type knowledge, cleared with `_kinds`.
 _child_kinds: dict[type, Any] = {}
@@ -202,16 +203,28 @@ class Pass:
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
         hit, outers, hit_parents = hits.add, hits.outers, hits.parents
-        hit_path, hit_node = hits.paths.append, hits.nodes.append
-        n_hits = hits.paths.__len__
+        hit_paths = hits.paths
+        hit_path, hit_node = hit_paths.append, hits.nodes.append
         slot, slot_hit = flat.slots.append, flat.slot_hits.append
         late, append = self._late, values.append
         # The paths of the nodes the flatten will call `at` on, the next one last (the
         # stack of a pre-order traversal, in step with JAX's), and their parents' Nodes.
         todo: list[Path] = [prefix]
         above: list[Node | None] = [parent]
+        hidden_depth = -1
+        if inner:
+            # `x` (a mutable node) was visited by the caller: flatten its children, as a
+            # list, from one flatten of `x` with JAX's entries (its node type's own
+            # flatten: asking it for the entries apart would run it twice).
+            pairs, flat.wrap = jax.tree_util.tree_flatten_with_path(
+                x, is_leaf=lambda c: c is not x
+            )
+            x = [c for _, c in pairs]
+            todo = [(*prefix, p[0]) for p, _ in reversed(pairs)]
+            above = [parent] * len(pairs)
+            hidden_depth = len(prefix) + 1
         pop, pop_above = todo.pop, above.pop
-        hidden_depth = len(prefix) + 1 if inner else -1
+        kids = x
         cur = Node((), None, None, None)
 
         def descend(path: Path, y: Any, n: Node | None) -> bool:
@@ -222,14 +235,15 @@ class Pass:
             return False
 
         def at(y: Any) -> bool:
-            path, par = pop(), pop_above()
-            root = path is prefix
             if inner:
-                if root:
-                    return descend(path, y, par)  # visited by the caller: its children are
+                if y is kids:
+                    return False  # the list of a mutable node's children: not a node
+                path, par = pop(), pop_above()
                 if len(path) == hidden_depth and is_hidden(path[-1]):
                     append(y)  # NNX bookkeeping: kept, shown to nobody
                     return True
+            else:
+                path, par = pop(), pop_above()
             if exclude is not None and call_user("exclude", exclude, path, path, y):
                 append(y)
                 return True
@@ -244,15 +258,15 @@ class Pass:
                         return True
                 if f & BOX:
                     return self._box(path, y, f, par, values, pending, True)
-            o = outer if root else None
+            o = outer if path is prefix else None
             if f & LEAF and visit is None:
-                # A leaf, asked through one reused Node: no object per leaf (the cyclic
-                # GC's passes over them cost more than the asking).
+                # A leaf (never `None`), asked through one reused Node: no object per
+                # leaf (the cyclic GC's passes over them cost more than the asking).
                 cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
-                if select is not None and (y is not None or include_none) and select(cur):
+                if select is not None and select(cur):
                     # `hits.add`, inlined: this is the hot path of a big `replace`.
                     if o is not None:
-                        outers[n_hits()] = o
+                        outers[len(hit_paths)] = o
                     hit_path(path)
                     hit_node(y)
                     if hit_parents is not None:
@@ -260,7 +274,7 @@ class Pass:
                     if outermost:
                         if rebuild and not f & SHARED:  # `_hit`, inlined
                             slot(len(values))
-                            slot_hit(n_hits() - 1)
+                            slot_hit(len(hit_paths) - 1)
                             append(None)
                             return True
                         return self._hit(y, f, flat)
@@ -292,7 +306,11 @@ class Pass:
                 return True
             return descend(path, y, n)
 
-        leaves, flat.treedef = jax.tree_util.tree_flatten(x, is_leaf=at)
+        if not inner and flags_of(x) & LEAF:  # a box's array, mostly: no flatten needed
+            at(x)
+            leaves, flat.treedef = values, _LEAF
+        else:
+            leaves, flat.treedef = jax.tree_util.tree_flatten(x, is_leaf=at)
         if todo or len(leaves) != len(values):  # pragma: no cover - a broken invariant
             raise AssertionError("treewalk: the flatten and the pass met different nodes")
         return flat

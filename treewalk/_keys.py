@@ -98,15 +98,21 @@ def _split(key: jax.Array, n: int) -> Any:
     return _unstacked(jax.random.split(key, n))
 
 
-def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> Keys:
-    """One key per path, `fold_in(fold_in(key, h0), h1)` with `(h0, h1) = path_hash(segs)`,
-    derived in one vectorised call (padded to a power of two so few shapes compile)."""
+@functools.lru_cache(maxsize=256)  # a model's selection recurs call after call
+def _hashes(segs: tuple[tuple[str | int, ...], ...]) -> np.ndarray:
     n = len(segs)
     hashes = np.zeros((_bucket(n), 2), np.uint32)
     if n:
-        hashes[:n] = [path_hash(tuple(s)) for s in segs]
-    stack, each = _derive(key, hashes)
-    return Keys(stack, each or None, n)
+        hashes[:n] = [path_hash(s) for s in segs]
+    hashes.flags.writeable = False
+    return hashes
+
+
+def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> Keys:
+    """One key per path, `fold_in(fold_in(key, h0), h1)` with `(h0, h1) = path_hash(segs)`,
+    derived in one vectorised call (padded to a power of two so few shapes compile)."""
+    stack, each = _derive(key, _hashes(tuple(map(tuple, segs))))
+    return Keys(stack, each or None, len(segs))
 
 
 def split_keys(key: jax.Array, n: int) -> Keys:

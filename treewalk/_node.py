@@ -70,26 +70,27 @@ class Node:
         """The path's segments (`tw.path_segments(self.path)`), computed once."""
         segs = self._segs
         if segs is None:
-            parent = self.parent
-            path = self.path
-            if parent is None:
-                segs = path_segments(path)
-            else:
-                segs = parent._segs
-                if segs is None:
-                    segs = parent.segs
-                n = len(parent.path)
-                if len(path) == n + 1:
-                    s = segment(path[n])
-                    if s is not None:
-                        segs = (*segs, s)
-                else:
-                    for entry in path[n:]:
-                        s = segment(entry)
-                        if s is not None:
-                            segs = (*segs, s)
-            self._segs = segs
+            segs = self._segs = segments_below(self.parent, self.path)
         return segs
+
+
+def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:
+    """The segments of `path`, a path below `parent`'s: its parent's (computed once per
+    parent) and those of the entries after it."""
+    if parent is None:
+        return path_segments(path)
+    segs = parent._segs
+    if segs is None:
+        segs = parent.segs
+    n = len(parent.path)
+    if len(path) == n + 1:
+        s = segment(path[n])
+        return segs if s is None else (*segs, s)
+    for entry in path[n:]:
+        s = segment(entry)
+        if s is not None:
+            segs = (*segs, s)
+    return segs
 
 
 class Hits:
@@ -97,15 +98,16 @@ class Hits:
     the box around each (`outers`, only where there is one) and, when the pass was asked
     to keep them, the parent `Node`s. No object is made per hit: on 100,000 hits the
     cyclic GC's passes over such objects cost more than the pass. `hits[i]` makes the
-    `Node` of hit `i` when a selector or `fn` needs one."""
+    `Node` of hit `i` when a selector or `fn` needs one (once: asked again, the same)."""
 
-    __slots__ = ("paths", "nodes", "outers", "parents")
+    __slots__ = ("paths", "nodes", "outers", "parents", "_made")
 
     def __init__(self, keep_parents: bool) -> None:
         self.paths: list[Path] = []
         self.nodes: list[Any] = []
         self.outers: dict[int, Any] = {}
         self.parents: list[Node | None] | None = [] if keep_parents else None
+        self._made: dict[int, Node] = {}
 
     def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
         if outer is not None:
@@ -118,7 +120,15 @@ class Hits:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Node:
+    def segs(self, i: int) -> tuple[Any, ...]:
+        """`hits[i].segs`, without making the `Node`."""
         parents = self.parents
-        parent = None if parents is None else parents[i]
-        return Node(self.paths[i], self.nodes[i], self.outers.get(i), parent)
+        return segments_below(None if parents is None else parents[i], self.paths[i])
+
+    def __getitem__(self, i: int) -> Node:
+        n = self._made.get(i)
+        if n is None or n.node is not self.nodes[i]:
+            parents = self.parents
+            parent = None if parents is None else parents[i]
+            n = self._made[i] = Node(self.paths[i], self.nodes[i], self.outers.get(i), parent)
+        return n

@@ -24,10 +24,11 @@ class Flat:
     is two ints instead, in `slots` and `slot_hits` (no object per hit: on 100,000 hits
     the cyclic GC's passes over such objects cost more than the pass)."""
 
-    __slots__ = ("treedef", "values", "pending", "slots", "slot_hits", "out")
+    __slots__ = ("treedef", "wrap", "values", "pending", "slots", "slot_hits", "out")
 
     def __init__(self) -> None:
         self.treedef: Any = None
+        self.wrap: Any = None  # a mutable node's own one-level treedef, around its children
         self.values: list[Any] = []
         self.pending: list[int] = []
         self.slots: list[int] = []  # positions in `values` of hits ...
@@ -44,7 +45,8 @@ class Flat:
                     values[j] = results[i]
             for j in self.pending:
                 values[j] = resolve(values[j], results)
-            self.out = self.treedef.unflatten(values)
+            out = self.treedef.unflatten(values)
+            self.out = out if self.wrap is None else self.wrap.unflatten(out)
         return self.out
 
 

@@ -70,21 +70,25 @@ Matcher = Callable[[Node], bool]
 def by_last(test: Callable[[Node], bool]) -> Matcher:
     """A matcher for a selector that looks at the last segment only, with its answers
     remembered per last key entry: a tree of 100,000 leaves has a few dozen distinct
-    entries at its leaves. Box entries are not segments: asked, not remembered."""
+    entries at its leaves. Box entries are not segments: the value in a box is
+    remembered by the entry before its `BoxKey` (an NNX bias by `bias`)."""
     memo: dict[Any, bool] = {}
 
     def m(n: Node) -> bool:
         path = n.path
         if path:
             e = path[-1]
-            if type(e) is not BoxKey:
-                try:
-                    hit = memo.get(e)
-                except TypeError:  # an unhashable key entry
+            if type(e) is BoxKey:
+                if len(path) < 2 or type(path[-2]) is BoxKey:
                     return test(n)
-                if hit is None:
-                    hit = memo[e] = test(n)
-                return hit
+                e = path[-2]
+            try:
+                hit = memo.get(e)
+            except TypeError:  # an unhashable key entry
+                return test(n)
+            if hit is None:
+                hit = memo[e] = test(n)
+            return hit
         return test(n)
 
     return m

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from ._engine import LEAF, Pass, flags_of
+from ._engine import LEAF, Pass, type_kinds
 from ._errors import NoMatchError
 from ._frameworks import is_plain_container
 from ._node import Node
@@ -130,15 +131,18 @@ class Survey:
         leaves_only: bool,
         include_none: bool,
     ) -> None:
-        self.hit = dict.fromkeys(atoms, False)
-        self.on_nodes = dict.fromkeys(atoms, False)  # matched some internal node
         self.by_last: dict[str, list[Any]] = {}
         self.types: set[type] = set()
-        self.count = 0
-        matchers = [(a, a.compile()) for a in atoms]
-        hit, on_nodes, by_last, types = self.hit, self.on_nodes, self.by_last, self.types
+        matchers = list(enumerate(a.compile() for a in atoms))
+        hit = [False] * len(atoms)
+        on_nodes = [False] * len(atoms)  # matched some internal node
+        by_last, types = self.by_last, self.types
+        count = itertools.count()
+        tick = count.__next__
+        kinds = type_kinds()
 
-        last_of: dict[Any, str] = {}  # str(n.last) per last key entry
+        # The sample list of `by_last` each last key entry adds to (its segment's).
+        samples: dict[Any, list[Any]] = {}
 
         def survey(n: Node) -> bool:
             # Asked at every node but `None`s (a matcher of the pass: leaves come through
@@ -146,33 +150,39 @@ class Survey:
             x = n.node
             path = n.path
             if path:
-                self.count += 1
+                tick()
                 e = path[-1]
                 try:
-                    seg = last_of.get(e)
+                    some = samples.get(e)
                 except TypeError:  # an unhashable key entry
-                    seg = None
-                if seg is None:
-                    seg = str(n.last)
-                    with contextlib.suppress(TypeError):
-                        last_of[e] = seg
-                some = by_last.get(seg)
+                    some = None
                 if some is None:
-                    some = by_last[seg] = []
+                    seg = str(n.last)
+                    some = by_last.get(seg)
+                    if some is None:
+                        some = by_last[seg] = []
+                    with contextlib.suppress(TypeError):
+                        samples[e] = some
                 if len(some) < 5:
                     some.append(path)
-            is_a_leaf = bool(flags_of(x) & LEAF) or (is_leaf is not None and is_leaf(x))
+            f = kinds.get(type(x))
+            if f is None:
+                f = kinds.learn(x)
+            is_a_leaf = bool(f & LEAF) or (is_leaf is not None and is_leaf(x))
             if not is_a_leaf:
                 types.add(type(x))
-            for a, m in matchers:
-                if not hit[a] and m(n):
+            for i, m in matchers:
+                if not hit[i] and m(n):
                     if is_a_leaf or not leaves_only:
-                        hit[a] = True
+                        hit[i] = True
                     else:
-                        on_nodes[a] = True
+                        on_nodes[i] = True
             return False
 
         Pass(select=survey, include_none=include_none, is_leaf=is_leaf, rebuild=False).run(tree)
+        self.count = next(count)
+        self.hit = dict(zip(atoms, hit, strict=True))
+        self.on_nodes = dict(zip(atoms, on_nodes, strict=True))
 
     def closest(self, sel: Selector) -> str:
         target = _target(sel)
