@@ -105,6 +105,11 @@ ZOO = {
     "bool, int and float keys": {True: 1.0, 2: 2.0, 1.5: 3.0},
     "1 then True": [{1: 1.0}, {True: 2.0}],
     "ordered dict": collections.OrderedDict(b=1.0, a=2.0),
+    "ordered dict, then a dict of its keys": [
+        collections.OrderedDict(b=1.0, a=2.0),
+        {"b": 3.0, "a": 4.0},
+        collections.OrderedDict(b=5.0, a=6.0),
+    ],
     "default dict": collections.defaultdict(int, b=1.0, a=2.0),
     "sequences": [(1.0, [2.0, ()]), [], (None,)],
     "namedtuple": Pair(1.0, Pair({"x": 2.0}, None)),

@@ -76,14 +76,16 @@ class ChildKeys:
     """`keys(x)`: the key entries of `x`'s children, in JAX's flatten order. One per pass
     (the `DictKey`s it makes are shared within the pass only)."""
 
-    __slots__ = ("kinds", "dict_keys", "by_names")
+    __slots__ = ("kinds", "dict_keys", "by_names", "by_order")
 
     def __init__(self, kinds: dict[type, Any]) -> None:
         self.kinds = kinds
         self.dict_keys: dict[str, Any] = {}
-        # The entries of a dict, by its keys in insertion order: a model's dicts share a
-        # few key sets ({"kernel", "bias"}), so most dicts cost one lookup.
+        # The entries of a dict (sorted), by its keys in insertion order: a model's dicts
+        # share a few key sets ({"kernel", "bias"}), so most dicts cost one lookup. An
+        # OrderedDict's entries keep their order: remembered apart.
         self.by_names: dict[tuple[Any, ...], list[Any]] = {}
+        self.by_order: dict[tuple[Any, ...], list[Any]] = {}
 
     def __call__(self, x: Any) -> Sequence[Any]:
         kind = self.kinds.get(type(x))
@@ -96,8 +98,9 @@ class ChildKeys:
         if kind == _ANY:
             return _registry_keys(x)
         given = tuple(x)
+        memo_of = self.by_names if kind == _DICT else self.by_order
         try:
-            known = self.by_names.get(given)
+            known = memo_of.get(given)
         except TypeError:  # an unhashable key: JAX's own error
             return _registry_keys(x)
         if known is not None:
@@ -118,6 +121,6 @@ class ChildKeys:
                 e = DictKey(k)
                 strs = False
             out.append(e)
-        if strs and len(self.by_names) < 4096:
-            self.by_names[given] = out
+        if strs and len(memo_of) < 4096:
+            memo_of[given] = out
         return out

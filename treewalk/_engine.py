@@ -227,8 +227,13 @@ class Pass:
         kids = x
         cur = Node((), None, None, None)
 
+        by_names = child_keys.by_names.get
+
         def descend(path: Path, y: Any, n: Node | None) -> bool:
-            keys = child_keys(y)
+            # A dict whose keys were seen before: one lookup (`ChildKeys`, inlined).
+            keys = by_names(tuple(y)) if type(y) is dict else None
+            if keys is None:
+                keys = child_keys(y)
             if keys:
                 todo.extend([path + (k,) for k in reversed(keys)])
                 above.extend([n] * len(keys))
