@@ -15,6 +15,9 @@ The reference states the rules once, independently of the engine:
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import equinox as eqx
 import flax.linen as nn
 import jax
@@ -337,6 +340,43 @@ def test_a_900_deep_tree_works_in_every_call():
     tw.postwalk(lambda p, x: x, t)
     with pytest.raises(tw.NoMatchError):
         tw.replace(t, "**/b", tw.zeros)
+
+
+DEEP_CALLS = """
+import sys, jax, jax.numpy as jnp, treewalk as tw
+assert sys.getrecursionlimit() == 1000
+t = jnp.ones(2)
+for _ in range(900):
+    t = {"a": t}
+tw.paths(t, "**/a"); tw.mask(t, tw.inside("a")); tw.show(t, tw.arrays)
+tw.replace(t, tw.arrays, tw.zeros, key=jax.random.key(0))  # segments, parents kept
+class Depth:  # an fn with context: reads the parent's segments
+    def tw_call(self, n, key):
+        return n.node + len(n.parent.segs)
+    def __call__(self, path, node, key):
+        raise NotImplementedError
+x = tw.replace(t, tw.arrays, Depth())
+for _ in range(900):
+    x = x["a"]
+assert (x == 900).all()
+tw.prewalk(lambda p, x: x, t); tw.postwalk(lambda p, x: x, t)
+tw.where(t, tw.arrays)(t); tw.labels(t, {"x": tw.arrays})
+try:
+    tw.replace(t, "**/b", tw.zeros)
+except tw.NoMatchError:
+    pass
+print("ok")
+"""
+
+
+def test_a_900_deep_tree_works_with_pythons_default_recursion_limit():
+    # In a fresh interpreter: hypothesis raises the limit for the tests it runs, and
+    # may leave it raised for the tests after them.
+    done = subprocess.run(
+        [sys.executable, "-c", DEEP_CALLS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
 
 
 def test_no_call_touches_the_gc():

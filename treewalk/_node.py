@@ -76,13 +76,31 @@ class Node:
 
 def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:
     """The segments of `path`, a path below `parent`'s: its parent's (computed once per
-    parent) and those of the entries after it."""
+    parent, up the chain without recursion: a tree may be as deep as JAX allows) and
+    those of the entries after it."""
     if parent is None:
         return path_segments(path)
-    segs = parent._segs
+    segs: tuple[Any, ...] | None = parent._segs
     if segs is None:
-        segs = parent.segs
-    n = len(parent.path)
+        chain = []  # the ancestors whose segments are not known yet, nearest first
+        p: Node | None = parent
+        while p is not None and p._segs is None:
+            chain.append(p)
+            p = p.parent
+        if p is None:  # no ancestor knows its segments: start from the root's path
+            below = chain.pop()
+            segs = below._segs = path_segments(below.path)
+        else:
+            below, segs = p, p._segs or ()  # `p._segs` is known: the loop stopped there
+        for q in reversed(chain):
+            segs = q._segs = _extend(segs, below.path, q.path)
+            below = q
+    return _extend(segs, parent.path, path)
+
+
+def _extend(segs: tuple[Any, ...], base: Path, path: Path) -> tuple[Any, ...]:
+    """`segs` (the segments of `base`) with those of `path`'s entries after `base`."""
+    n = len(base)
     if len(path) == n + 1:
         s = segment(path[n])
         return segs if s is None else (*segs, s)
