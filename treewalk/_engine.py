@@ -199,6 +199,8 @@ class Pass:
         kinds_get, learn = self.kinds.get, self.kinds.learn
         visit, leaf, child_keys = self.visit, self.leaf, self.child_keys
         select, include_none = self.select, self.include_none
+        memo = getattr(select, "last_memo", None)
+        memo_get = None if memo is None else memo.get
         outermost = self.hit_action == HIT
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
@@ -267,8 +269,18 @@ class Pass:
             if f & LEAF and visit is None:
                 # A leaf (never `None`), asked through one reused Node: no object per
                 # leaf (the cyclic GC's passes over them cost more than the asking).
-                cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
-                if select is not None and select(cur):
+                # A matcher that answers by the last key entry (`by_last`) is read
+                # from its memo here, without a call, when it knows the entry.
+                h = None
+                if memo_get is not None and path and type(path[-1]) is not BoxKey:
+                    try:
+                        h = memo_get(path[-1])
+                    except TypeError:  # an unhashable key entry: asked below
+                        pass
+                if h is None and (select is not None or leaf is not None):
+                    cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
+                    h = select is not None and select(cur)
+                if h:
                     # `hits.add`, inlined: this is the hot path of a big `replace`.
                     if o is not None:
                         outers[len(hit_paths)] = o
@@ -283,7 +295,11 @@ class Pass:
                             append(None)
                             return True
                         return self._hit(y, f, flat)
-                append(y if leaf is None else leaf(cur))
+                if leaf is None:
+                    append(y)
+                else:
+                    cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
+                    append(leaf(cur))
                 return True
             n = Node(path, y, o, par)
             if select is not None:

@@ -91,6 +91,7 @@ def by_last(test: Callable[[Node], bool]) -> Matcher:
             return hit
         return test(n)
 
+    m.last_memo = memo  # type: ignore[attr-defined]  # the engine reads it inline
     return m
 
 
