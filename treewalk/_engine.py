@@ -201,6 +201,8 @@ class Pass:
         select, include_none = self.select, self.include_none
         memo = getattr(select, "last_memo", None)
         memo_get = None if memo is None else memo.get
+        types = getattr(select, "type_memo", None)
+        type_get = None if types is None else types.get
         outermost = self.hit_action == HIT
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
@@ -277,6 +279,8 @@ class Pass:
                         h = memo_get(path[-1])
                     except TypeError:  # an unhashable key entry: asked below
                         pass
+                elif type_get is not None and o is None:  # `of_type`, by the leaf's type
+                    h = type_get(type(y))
                 if h is None and (select is not None or leaf is not None):
                     cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
                     h = select is not None and select(cur)

@@ -29,7 +29,10 @@ class Selector:
 
     def compile(self) -> Matcher:
         """`n -> bool`, equal to `self.match`, for one pass over one tree: it may remember
-        answers for the length of the pass (the engine asks every node)."""
+        answers for the length of the pass (the engine asks every node). A matcher that
+        remembers by the last key entry (`by_last`) or by type (`of_type`) exposes that
+        memo as `last_memo` / `type_memo`, and the engine reads it at leaves without the
+        call; an entry it lacks is asked through the matcher, which fills it."""
         return self.match
 
     def _key(self) -> tuple[Any, ...]:  # pragma: no cover - abstract
@@ -263,6 +266,8 @@ class of_type(Selector):
                 hit = is_(n.node)
             return hit or (n.outer is not None and is_(n.outer))
 
+        # The engine reads it inline for a node outside any box (the answer is the type's).
+        m.type_memo = self._cache  # type: ignore[attr-defined]
         return m
 
     def _key(self) -> tuple[Any, ...]:
