@@ -29,95 +29,27 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
-from jax.core import Tracer
 
 from ._children import ChildKeys
 from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
+from ._kinds import (
+    BOX,
+    LEAF,
+    LEAF_BOX,
+    MUTABLE,
+    SHARED,
+    SPECIAL,
+    child_kinds,
+    flags_of,
+    type_kinds,
+)
 from ._node import Hits, Node
 from ._path import BoxKey, Path
 from ._rebuild import LATE, Boxed, Flat, Ref
 from ._rebuild import ready as ready  # for `replace`, which copies with what is known
 
-# ---------------------------------------------------------------------- node kinds, per type
-
-LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE, ARRAY = 1, 2, 4, 8, 16
-BOX = PYTREE_BOX | LEAF_BOX
-SHARED = LEAF_BOX | MUTABLE  # objects whose identity matters (ties)
-_SPECIAL = BOX | SHARED
-
-#: Array leaves: jax/numpy arrays, tracers and `ShapeDtypeStruct`s.
-ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
-
-
-class TypeKinds(dict[type, int]):
-    """`kinds[type(x)]`: the flags above, learnt from the first `x` of each type
-    (`kinds.get(type(x))` or `kinds.learn(x)`). Per type, because `isinstance` on an
-    Equinox module goes through its `__getattribute__`, which is slow."""
-
-    generation = -1
-
-    def learn(self, x: Any) -> int:
-        t = type(x)
-        reg = registry
-        f = 0
-        if issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer):
-            f |= ARRAY | LEAF
-        elif _is_jax_leaf(x):
-            f |= LEAF
-        if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
-            f = (f & ~LEAF) | PYTREE_BOX
-        if reg.leaf_boxes and issubclass(t, reg.leaf_boxes):
-            f |= LEAF_BOX
-        if reg.mutable and issubclass(t, reg.mutable):
-            f |= MUTABLE
-        self[t] = f
-        return f
-
-
-def _is_jax_leaf(x: Any) -> bool:
-    """Is `x` a leaf to JAX? (`None`, an empty container and a static node are nodes
-    without children, not leaves.) One level only: `x` may be a whole model."""
-    return _registry.flatten_one_level(x) is None
-
-
-_registry = jax.tree_util.default_registry
 _LEAF = jax.tree_util.tree_structure(0)  # the treedef of a lone leaf
-_kinds = TypeKinds()
-#: `ChildKeys`' per-type knowledge, cleared with `_kinds`.
-_child_kinds: dict[type, Any] = {}
-
-
-def type_kinds() -> TypeKinds:
-    """The per-type flags, valid for the framework types known now."""
-    registry.refresh()
-    if _kinds.generation != registry.generation:
-        _kinds.clear()
-        _child_kinds.clear()
-        _kinds.generation = registry.generation
-    return _kinds
-
-
-def flags_of(x: Any) -> int:
-    """The flags of `x`'s type (learnt now if `x` is the first of its type)."""
-    f = _kinds.get(type(x))
-    return _kinds.learn(x) if f is None else f
-
-
-def is_array(x: Any) -> bool:
-    """Is `x` an array leaf (jax/numpy array, tracer, `ShapeDtypeStruct`)?"""
-    f = _kinds.get(type(x))
-    return bool((_kinds.learn(x) if f is None else f) & ARRAY)
-
-
-def tie_id(x: Any, f: int) -> int | None:
-    """`id(x)` if `x` is an object whose identity is a tie: an array (not a
-    `ShapeDtypeStruct`, which may describe many leaves) or a shared mutable object."""
-    if f & SHARED or (f & ARRAY and type(x) is not jax.ShapeDtypeStruct):
-        return id(x)
-    return None
-
 
 # ---------------------------------------------------------------------- what `visit` returns
 
@@ -180,7 +112,7 @@ class Pass:
         self.kinds = type_kinds()
         self.pytree_boxes = registry.pytree_boxes
         self.hits = Hits(keep_parents)
-        self.child_keys = ChildKeys(_child_kinds)
+        self.child_keys = ChildKeys(child_kinds)
         self.done: dict[int, Any] = {} if done is None else done
         self.met_shared = False  # did the pass meet a shared mutable object?
 
@@ -259,7 +191,7 @@ class Pass:
             f = kinds_get(type(y))
             if f is None:
                 f = learn(y)
-            if f & _SPECIAL:
+            if f & SPECIAL:
                 if f & SHARED:
                     self.met_shared = True
                     if id(y) in done:  # met before: the same output, not revisited

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ._engine import LEAF, Pass, flags_of
+from ._engine import Pass
 from ._errors import ArgumentError, NoMatchError, check_callable
 from ._frameworks import registry
+from ._kinds import LEAF, flags_of
 from ._node import Hits
 from ._rebuild import ready
 from ._results import ReplaceFn, check_fn, results

@@ -12,10 +12,10 @@ import numpy as np
 from jax.core import Tracer
 from jax.sharding import SingleDeviceSharding
 
-from ._engine import ARRAY, ARRAY_TYPES, SHARED, flags_of, type_kinds
 from ._errors import ArgumentError, ReplacementError, call_user
 from ._helpers import _place, constrain, eager, stack_sharding
 from ._keys import Keys, as_typed_key, path_keys, split_keys
+from ._kinds import ARRAY_TYPES, TIE, flags_of, type_kinds
 from ._node import Hits, Node
 from ._path import Path, show_path
 from ._selectors import Selector, brief
@@ -118,12 +118,9 @@ def results(
     owner = list(range(len(hits)))
     tied = False
     kinds_get = type_kinds().get  # every hit's type is known: the pass met it
-    sds = jax.ShapeDtypeStruct
     for i, node in enumerate(hits.nodes):
-        t = type(node)
-        f = kinds_get(t) or flags_of(node)
-        # `tie_id`, inlined (a call per hit costs more than the test on 100,000 hits)
-        if f & SHARED or (f & ARRAY and t is not sds):
+        f = kinds_get(type(node)) or flags_of(node)
+        if f & TIE:  # `tie_id`, without a call per hit
             j = owner[i] = first.setdefault(id(node), i)
             tied = tied or j != i
     todo = [i for i in range(len(hits)) if owner[i] == i] if tied else owner

@@ -28,11 +28,9 @@ class Selector:
         raise NotImplementedError
 
     def compile(self) -> Matcher:
-        """`n -> bool`, equal to `self.match`, for one pass over one tree: it may remember
-        answers for the length of the pass (the engine asks every node). A matcher that
-        remembers by the last key entry (`by_last`) or by type (`of_type`) exposes that
-        memo as `last_memo` / `type_memo`, and the engine reads it at leaves without the
-        call; an entry it lacks is asked through the matcher, which fills it."""
+        """`n -> bool`, equal to `self.match`, for one pass over one tree. It may remember
+        answers, and expose a memo by last key entry (`last_memo`) or by type
+        (`type_memo`) that the engine reads at leaves without calling it."""
         return self.match
 
     def _key(self) -> tuple[Any, ...]:  # pragma: no cover - abstract
@@ -71,10 +69,9 @@ Matcher = Callable[[Node], bool]
 
 
 def by_last(test: Callable[[Node], bool]) -> Matcher:
-    """A matcher for a selector that looks at the last segment only, with its answers
-    remembered per last key entry: a tree of 100,000 leaves has a few dozen distinct
-    entries at its leaves. Box entries are not segments: the value in a box is
-    remembered by the entry before its `BoxKey` (an NNX bias by `bias`)."""
+    """A matcher for a selector that looks at the last segment only, its answers
+    remembered per last key entry (100,000 leaves have a few dozen distinct ones); a
+    box's value by the entry before its `BoxKey` (an NNX bias by `bias`)."""
     memo: dict[Any, bool] = {}
 
     def m(n: Node) -> bool:
@@ -258,16 +255,12 @@ class of_type(Selector):
         return self._is(n.node) or (n.outer is not None and self._is(n.outer))
 
     def compile(self) -> Matcher:
-        cache_get, is_ = self._cache.get, self._is
+        is_ = self._is
 
-        def m(n: Node) -> bool:  # `match`, with the per-type cache read inline
-            hit = cache_get(type(n.node))
-            if hit is None:
-                hit = is_(n.node)
-            return hit or (n.outer is not None and is_(n.outer))
+        def m(n: Node) -> bool:  # `match`, as a function that can carry the memo
+            return is_(n.node) or (n.outer is not None and is_(n.outer))
 
-        # The engine reads it inline for a node outside any box (the answer is the type's).
-        m.type_memo = self._cache  # type: ignore[attr-defined]
+        m.type_memo = self._cache  # type: ignore[attr-defined]  # read outside boxes
         return m
 
     def _key(self) -> tuple[Any, ...]:

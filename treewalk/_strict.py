@@ -17,9 +17,10 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from ._engine import LEAF, Pass, type_kinds
+from ._engine import Pass
 from ._errors import NoMatchError
 from ._frameworks import is_plain_container
+from ._kinds import LEAF, type_kinds
 from ._node import Node
 from ._path import path_str
 from ._selector import Matcher, by_last

@@ -8,19 +8,10 @@ from typing import Any
 
 import jax
 
-from ._engine import (
-    BOX,
-    GO,
-    KEEP,
-    LEAF,
-    LEAF_BOX,
-    SHARED,
-    Pass,
-    flags_of,
-    tie_id,
-)
+from ._engine import GO, KEEP, Pass
 from ._errors import call_user, check_callable
 from ._frameworks import is_hidden, registry, unbox
+from ._kinds import BOX, LEAF, LEAF_BOX, SHARED, flags_of, tie_id
 from ._node import Node
 from ._path import Path
 
