@@ -139,15 +139,16 @@ class Pass:
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
         hit, outers, hit_parents = hits.add, hits.outers, hits.parents
-        hit_paths = hits.paths
-        hit_path, hit_node = hit_paths.append, hits.nodes.append
+        hit_nodes = hits.nodes
+        hit_base, hit_entry, hit_node = hits.bases.append, hits.entries.append, hit_nodes.append
         slot, slot_hit = flat.slots.append, flat.slot_hits.append
         late, append = self._late, values.append
-        # The paths of the nodes the flatten will call `at` on, the next one last (the
-        # stack of a pre-order traversal, in step with JAX's), and their parents' Nodes.
-        todo: list[Path] = [prefix]
+        # The last key entries of the nodes the flatten will call `at` on, the next one
+        # last (the stack of a pre-order traversal, in step with JAX's), and their
+        # parents' Nodes: a node's path is its parent's path and its entry (`None`: the
+        # root, at `prefix`). A leaf's path is made only if something asks for it.
+        todo: list[Any] = [None]
         above: list[Node | None] = [parent]
-        hidden_depth = -1
         if inner:
             # `x` (a mutable node) was visited by the caller: flatten its children, as a
             # list, from one flatten of `x` with JAX's entries (its node type's own
@@ -156,9 +157,8 @@ class Pass:
                 x, is_leaf=lambda c: c is not x
             )
             x = [c for _, c in pairs]
-            todo = [(*prefix, p[0]) for p, _ in reversed(pairs)]
-            above = [parent] * len(pairs)
-            hidden_depth = len(prefix) + 1
+            todo = [p[0] for p, _ in reversed(pairs)]
+            above = [parent] * len(pairs)  # `parent` is the Node at `prefix`
         pop, pop_above = todo.pop, above.pop
         kids = x
         cur = Node((), None, None, None)
@@ -171,7 +171,7 @@ class Pass:
             if keys is None:
                 keys = child_keys(y)
             if keys:
-                todo.extend([path + (k,) for k in reversed(keys)])
+                todo.extend(reversed(keys))
                 above.extend([n] * len(keys))
             return False
 
@@ -179,19 +179,22 @@ class Pass:
             if inner:
                 if y is kids:
                     return False  # the list of a mutable node's children: not a node
-                path, par = pop(), pop_above()
-                if len(path) == hidden_depth and is_hidden(path[-1]):
+                e, par = pop(), pop_above()
+                if par is parent and is_hidden(e):
                     append(y)  # NNX bookkeeping: kept, shown to nobody
                     return True
             else:
-                path, par = pop(), pop_above()
-            if exclude is not None and call_user("exclude", exclude, path, path, y):
-                append(y)
-                return True
+                e, par = pop(), pop_above()
+            if exclude is not None:
+                path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+                if call_user("exclude", exclude, path, path, y):
+                    append(y)
+                    return True
             f = kinds_get(type(y))
             if f is None:
                 f = learn(y)
             if f & SPECIAL:
+                path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                 if f & SHARED:
                     self.met_shared = True
                     if id(y) in done:  # met before: the same output, not revisited
@@ -199,44 +202,48 @@ class Pass:
                         return True
                 if f & BOX:
                     return self._box(path, y, f, par, values, pending, True)
-            o = outer if path is prefix else None
+            o = outer if e is None else None
             if f & LEAF and visit is None:
                 # A leaf (never `None`), asked through one reused Node: no object per
                 # leaf (the cyclic GC's passes over them cost more than the asking).
                 # A matcher that answers by the last key entry (`by_last`) is read
                 # from its memo here, without a call, when it knows the entry.
                 h = None
-                if memo_get is not None and path and type(path[-1]) is not BoxKey:
+                if memo_get is not None and e is not None and type(e) is not BoxKey:
                     try:
-                        h = memo_get(path[-1])
+                        h = memo_get(e)
                     except TypeError:  # an unhashable key entry: asked below
                         pass
                 elif type_get is not None and o is None:  # `of_type`, by the leaf's type
                     h = type_get(type(y))
                 if h is None and (select is not None or leaf is not None):
+                    path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                     cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
                     h = select is not None and select(cur)
                 if h:
                     # `hits.add`, inlined: this is the hot path of a big `replace`.
                     if o is not None:
-                        outers[len(hit_paths)] = o
-                    hit_path(path)
+                        outers[len(hit_nodes)] = o
+                    hit_base(prefix if e is None else par.path)  # type: ignore[union-attr]
+                    hit_entry(e)
                     hit_node(y)
                     if hit_parents is not None:
                         hit_parents.append(par)
                     if outermost:
                         if rebuild and not f & SHARED:  # `_hit`, inlined
                             slot(len(values))
-                            slot_hit(len(hit_paths) - 1)
+                            slot_hit(len(hit_nodes) - 1)
                             append(None)
                             return True
                         return self._hit(y, f, flat)
                 if leaf is None:
                     append(y)
                 else:
+                    path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                     cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
                     append(leaf(cur))
                 return True
+            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             n = Node(path, y, o, par)
             if select is not None:
                 if (y is not None or include_none) and select(n):
@@ -279,11 +286,11 @@ class Pass:
                 self.done[id(y)] = None
             flat.values.append(None)
         elif f & SHARED:  # met again: the same result (a rare case: a Ref)
-            ref = self.done[id(y)] = Ref(len(self.hits.paths) - 1)
+            ref = self.done[id(y)] = Ref(len(self.hits) - 1)
             self._late(flat.values, flat.pending, ref)
         else:
             flat.slots.append(len(flat.values))
-            flat.slot_hits.append(len(self.hits.paths) - 1)
+            flat.slot_hits.append(len(self.hits) - 1)
             flat.values.append(None)
         return True
 
@@ -311,7 +318,7 @@ class Pass:
             if action >= HIT:
                 self.hits.add(path, box, None, parent)
             if action == HIT:
-                ref = Ref(len(self.hits.paths) - 1) if self.rebuild else None
+                ref = Ref(len(self.hits) - 1) if self.rebuild else None
                 self._late(values, pending, ref)
                 return True
             if action == KEEP:

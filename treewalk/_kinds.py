@@ -12,10 +12,12 @@ from jax.core import Tracer
 
 from ._frameworks import registry
 
-LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE, ARRAY, TIE = 1, 2, 4, 8, 16, 32
+LEAF, PYTREE_BOX, LEAF_BOX, MUTABLE, ARRAY, TIE, KEYLESS = 1, 2, 4, 8, 16, 32, 64
 BOX = PYTREE_BOX | LEAF_BOX
 SHARED = LEAF_BOX | MUTABLE  # mutable objects: visited once, one output however reached
 SPECIAL = BOX | SHARED
+# KEYLESS: an array type whose instances never hold a PRNG key dtype (numpy's, and JAX's
+# concrete array class), so that `tw.arrays` is decided by type.
 
 #: Array leaves: jax/numpy arrays, tracers and `ShapeDtypeStruct`s.
 ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
@@ -33,6 +35,8 @@ class TypeKinds(dict[type, int]):
         f = 0
         if issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer):
             f |= ARRAY | LEAF
+            if t is np.ndarray or _is_array_impl(t):
+                f |= KEYLESS
         elif _is_jax_leaf(x):
             f |= LEAF
         if reg.pytree_boxes and issubclass(t, reg.pytree_boxes):
@@ -47,6 +51,12 @@ class TypeKinds(dict[type, int]):
             f |= TIE
         self[t] = f
         return f
+
+
+def _is_array_impl(t: type) -> bool:
+    """Is `t` JAX's concrete array class, whose instances never hold a PRNG key dtype?
+    (Typed keys are `PRNGKeyArray`s.) Found by name: the class is private to jaxlib."""
+    return t.__name__ == "ArrayImpl" and t.__module__.split(".")[0] in ("jaxlib", "jax")
 
 
 def _is_jax_leaf(x: Any) -> bool:

@@ -112,41 +112,62 @@ def _extend(segs: tuple[Any, ...], base: Path, path: Path) -> tuple[Any, ...]:
 
 
 class Hits:
-    """The nodes a pass selected, in pre-order, as parallel lists: `paths[i]`, `nodes[i]`,
-    the box around each (`outers`, only where there is one) and, when the pass was asked
-    to keep them, the parent `Node`s. No object is made per hit: on 100,000 hits the
-    cyclic GC's passes over such objects cost more than the pass. `hits[i]` makes the
-    `Node` of hit `i` when a selector or `fn` needs one (once: asked again, the same)."""
+    """The nodes a pass selected, in pre-order, as parallel lists: each hit's path, as its
+    parent's path (`bases[i]`) and its last entry (`entries[i]`, `None` when `bases[i]`
+    is the whole path), `nodes[i]`, the box around each (`outers`, only where there is
+    one) and, when the pass was asked to keep them, the parent `Node`s. No object is made
+    per hit: on 100,000 hits the cyclic GC's passes over such objects (a path tuple per
+    leaf included) cost more than the pass. `path(i)` makes hit `i`'s path when it is
+    asked for, `paths` all of them; `hits[i]` makes the `Node` of hit `i` when a selector
+    or `fn` needs one (once: asked again, the same)."""
 
-    __slots__ = ("paths", "nodes", "outers", "parents", "_made")
+    __slots__ = ("bases", "entries", "nodes", "outers", "parents", "_made", "_paths")
 
     def __init__(self, keep_parents: bool) -> None:
-        self.paths: list[Path] = []
+        self.bases: list[Path] = []
+        self.entries: list[Any] = []
         self.nodes: list[Any] = []
         self.outers: dict[int, Any] = {}
         self.parents: list[Node | None] | None = [] if keep_parents else None
         self._made: dict[int, Node] = {}
+        self._paths: list[Path] | None = None
 
     def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
         if outer is not None:
-            self.outers[len(self.paths)] = outer
-        self.paths.append(path)
+            self.outers[len(self.nodes)] = outer
+        self.bases.append(path)
+        self.entries.append(None)
         self.nodes.append(node)
         if self.parents is not None:
             self.parents.append(parent)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.nodes)
+
+    def path(self, i: int) -> Path:
+        """Hit `i`'s key path."""
+        e = self.entries[i]
+        return self.bases[i] if e is None else self.bases[i] + (e,)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every hit's key path, in order (made once, when the pass is over)."""
+        paths = self._paths
+        if paths is None or len(paths) != len(self.nodes):
+            paths = self._paths = [
+                b if e is None else b + (e,) for b, e in zip(self.bases, self.entries, strict=True)
+            ]
+        return paths
 
     def segs(self, i: int) -> tuple[Any, ...]:
         """`hits[i].segs`, without making the `Node`."""
         parents = self.parents
-        return segments_below(None if parents is None else parents[i], self.paths[i])
+        return segments_below(None if parents is None else parents[i], self.path(i))
 
     def __getitem__(self, i: int) -> Node:
         n = self._made.get(i)
         if n is None or n.node is not self.nodes[i]:
             parents = self.parents
             parent = None if parents is None else parents[i]
-            n = self._made[i] = Node(self.paths[i], self.nodes[i], self.outers.get(i), parent)
+            n = self._made[i] = Node(self.path(i), self.nodes[i], self.outers.get(i), parent)
         return n

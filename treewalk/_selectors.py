@@ -10,10 +10,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.core import Tracer
 
 from ._errors import PatternError, SelectorError
 from ._frameworks import variable_kind
+from ._kinds import ARRAY, KEYLESS, flags_of
 from ._node import Node
 from ._selector import And as And
 from ._selector import Matcher, by_last
@@ -185,20 +185,6 @@ class inside(Selector):
         return f"inside({self.selector!r})"
 
 
-ARRAY_TYPES: tuple[type, ...] = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
-
-
-class _ArrayTypes(dict[type, bool]):
-    def __missing__(self, t: type) -> bool:
-        # Tracers are `jax.Array`s by `isinstance` only, not by `issubclass`.
-        hit = self[t] = issubclass(t, ARRAY_TYPES) or issubclass(t, Tracer)
-        return hit
-
-
-#: `is_array_type[type(x)]`: is `x` an array leaf (jax/numpy array, ShapeDtypeStruct)?
-is_array_type = _ArrayTypes()
-
-
 class _ByDtype(dict[Any, bool]):
     """`test[dtype]`, remembered per dtype (a model has a handful)."""
 
@@ -252,7 +238,25 @@ class Arrays(Selector):
 
     def match(self, n: Node) -> bool:
         x = n.node
-        return is_array_type[type(x)] and not _is_key(x)
+        f = flags_of(x)
+        return bool(f & ARRAY) and (bool(f & KEYLESS) or not _is_key(x))
+
+    def compile(self) -> Matcher:
+        memo: dict[type, bool] = {}  # for the types that decide: the engine reads it
+
+        def m(n: Node) -> bool:
+            x = n.node
+            f = flags_of(x)
+            if not f & ARRAY:
+                memo[type(x)] = False
+                return False
+            if f & KEYLESS:
+                memo[type(x)] = True
+                return True
+            return not _is_key(x)
+
+        m.type_memo = memo  # type: ignore[attr-defined]
+        return m
 
     def _key(self) -> tuple[Any, ...]:
         return ()
@@ -293,7 +297,7 @@ class Params(Selector):
 
     def match(self, n: Node) -> bool:
         x = n.node
-        if not is_array_type[type(x)] or not _inexact(x):
+        if not flags_of(x) & ARRAY or not _inexact(x):
             return False
         outer = n.outer
         if outer is not None:
