@@ -214,7 +214,7 @@ class Pass:
                         h = memo_get(e)
                     except TypeError:  # an unhashable key entry: asked below
                         pass
-                elif type_get is not None and o is None:  # `of_type`, by the leaf's type
+                elif type_get is not None and o is None:  # `of_type`, `arrays`: by type
                     h = type_get(type(y))
                 if h is None and (select is not None or leaf is not None):
                     path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
@@ -245,8 +245,11 @@ class Pass:
                 return True
             path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             n = Node(path, y, o, par)
-            if select is not None:
-                if (y is not None or include_none) and select(n):
+            if select is not None and (y is not None or include_none):
+                h = None if type_get is None or o is not None else type_get(type(y))
+                if h is None:
+                    h = select(n)
+                if h:
                     hit(path, y, o, par)
                     if outermost:
                         return self._hit(y, f, flat)
