@@ -3,7 +3,8 @@
 A pass over a tree is one C++ `tree_flatten` whose `is_leaf` (called on every node in
 pre-order) is `at` in `Pass.walk` below. Each node's key path is built there from its
 parent's and the entries `_children.ChildKeys` gives (as JAX's path flatten has them,
-without its per-node objects). There, and only there, the rules are applied:
+without its per-node objects; a leaf's only when something asks for it). There, and only
+there, the rules are applied:
 
 - **Boxes** (NNX `Variable`, linen `Partitioned`, penzai `Parameter`; see `_frameworks`)
   are opened: the value inside is visited at the box's path plus a `BoxKey`, and the box
@@ -124,8 +125,8 @@ class Pass:
 
     def walk(self, prefix: Path, x: Any, parent: Node | None, outer: Any, inner: bool) -> Flat:
         """One flatten of `x` (the tree, a mutable node's children, a box's value) at path
-        `prefix`. `inner`: `x` itself was visited already, only what is below it is.
-        `outer`: the box `x` was taken out of."""
+        `prefix`. `inner`: `x` itself was visited already (`parent` is its Node), only what
+        is below it is. `outer`: the box `x` was taken out of."""
         flat = Flat()
         values, pending = flat.values, flat.pending
         kinds_get, learn = self.kinds.get, self.kinds.learn
