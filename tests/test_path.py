@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import pytest
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
@@ -54,3 +55,16 @@ def test_unkeyed_custom_node_gets_flattened_index_keys():
     ps = tw.paths(Unkeyed(1, 2), tw.everything)
     assert ps[1:] == [(FlattenedIndexKey(0),), (FlattenedIndexKey(1),)]
     assert [tw.path_str(p) for p in ps] == ["", "0", "1"]
+
+
+def test_long_paths_in_errors_show_both_ends():
+    deep: object = jnp.ones(2)
+    for i in range(900):
+        deep = {f"k{i % 7}": deep}
+    with pytest.raises(tw.CallbackError) as e:
+        tw.replace(deep, tw.arrays, lambda p, x, k: 1 / 0)
+    msg = str(e.value)
+    assert len(msg) < 400, msg
+    path = tw.path_str(tw.paths(deep, tw.arrays)[0])
+    assert len(path) > 1000 and path[:60] in msg and path[-60:] in msg
+    assert "900 entries, the middle cut" in msg

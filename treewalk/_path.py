@@ -125,6 +125,17 @@ def path_str(path: Sequence[Any]) -> str:
     return "/".join(map(str, path_segments(path)))
 
 
+#: Error messages show a path of more characters than this with its middle cut out.
+SHOWN_PATH_MAX = 160
+
+
 def show_path(path: Sequence[Any]) -> str:
-    """`path_str` for error messages: the root is shown as `<root>`."""
-    return repr(path_str(path)) if path else "<root>"
+    """`path_str` for error messages: the root is shown as `<root>`, and a path too long
+    to read (a 900-deep tree's is 1,800 characters) by its two ends."""
+    if not path:
+        return "<root>"
+    text = path_str(path)
+    if len(text) <= SHOWN_PATH_MAX:
+        return repr(text)
+    half = SHOWN_PATH_MAX // 2 - 10
+    return f"{text[:half]!r} ... {text[-half:]!r} ({len(path)} entries, the middle cut)"
