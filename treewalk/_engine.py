@@ -139,6 +139,9 @@ class Pass:
         outermost = self.hit_action == HIT
         is_leaf, exclude = self.is_leaf, self.exclude
         rebuild, hits, done = self.rebuild, self.hits, self.done
+        # A query (no rebuild) returns its hits' paths: made at the hit. Kept as parent
+        # path and entry, the parents' paths would outlive the pass for the GC to scan.
+        whole_paths = not rebuild
         hit, outers, hit_parents = hits.add, hits.outers, hits.parents
         hit_nodes = hits.nodes
         hit_base, hit_entry, hit_node = hits.bases.append, hits.entries.append, hit_nodes.append
@@ -225,8 +228,15 @@ class Pass:
                     # `hits.add`, inlined: this is the hot path of a big `replace`.
                     if o is not None:
                         outers[len(hit_nodes)] = o
-                    hit_base(prefix if e is None else par.path)  # type: ignore[union-attr]
-                    hit_entry(e)
+                    if e is None:
+                        hit_base(prefix)
+                        hit_entry(None)
+                    elif whole_paths:  # made now, while the parent's path is fresh
+                        hit_base(par.path + (e,))  # type: ignore[union-attr]
+                        hit_entry(None)
+                    else:  # made when asked for (as `replace` calls `fn`)
+                        hit_base(par.path)  # type: ignore[union-attr]
+                        hit_entry(e)
                     hit_node(y)
                     if hit_parents is not None:
                         hit_parents.append(par)
