@@ -234,3 +234,31 @@ def test_mask_has_tree_structure_and_is_true_exactly_at_selected_leaves(args):
 
 def test_pair_fields_are_selectable_by_name():
     assert strs("second", Pair(1, 2)) == ["second"]
+
+
+def test_arrays_never_selects_keys_whatever_carries_them():
+    # `tw.arrays` is decided by type for numpy and JAX's concrete arrays; keys come as
+    # PRNGKeyArrays, tracers and ShapeDtypeStructs, each asked by its dtype.
+    key = jax.random.key(0)
+    tree = {
+        "w": jnp.ones(2),
+        "n": np.ones(2),
+        "key": key,
+        "keys": jax.random.split(key, 3),
+        "key_spec": jax.ShapeDtypeStruct((), key.dtype),
+        "spec": jax.ShapeDtypeStruct((2,), jnp.float32),
+        "legacy": jax.random.PRNGKey(0),  # a uint32 array: an array like any other
+    }
+    want = ["legacy", "n", "spec", "w"]
+    assert [tw.path_str(p) for p in tw.paths(tree, tw.arrays)] == want
+    assert tw.mask(tree, tw.arrays)["key"] is False
+
+    @jax.jit
+    def inside(t):
+        paths = [tw.path_str(p) for p in tw.paths(t, tw.arrays)]
+        assert paths == ["legacy", "n", "w"], paths  # traced: every array is a tracer
+        return tw.replace(t, tw.arrays, tw.zeros)
+
+    out = inside({k: v for k, v in tree.items() if "spec" not in k})
+    assert jnp.array_equal(jax.random.key_data(out["key"]), jax.random.key_data(key))
+    assert (out["w"] == 0).all()
