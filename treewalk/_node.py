@@ -118,10 +118,10 @@ class Hits:
     one) and, when the pass was asked to keep them, the parent `Node`s. No object is made
     per hit: on 100,000 hits the cyclic GC's passes over such objects (a path tuple per
     leaf included) cost more than the pass. `path(i)` makes hit `i`'s path when it is
-    asked for, `paths` all of them; `hits[i]` makes the `Node` of hit `i` when a selector
-    or `fn` needs one (once: asked again, the same)."""
+    asked for, `paths` all of them; `hits[i]` makes a `Node` of hit `i` when a selector
+    or `fn` needs one (a new one each time: kept, they would outlive their use)."""
 
-    __slots__ = ("bases", "entries", "nodes", "outers", "parents", "_made", "_paths")
+    __slots__ = ("bases", "entries", "nodes", "outers", "parents", "_paths")
 
     def __init__(self, keep_parents: bool) -> None:
         self.bases: list[Path] = []
@@ -129,7 +129,6 @@ class Hits:
         self.nodes: list[Any] = []
         self.outers: dict[int, Any] = {}
         self.parents: list[Node | None] | None = [] if keep_parents else None
-        self._made: dict[int, Node] = {}
         self._paths: list[Path] | None = None
 
     def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
@@ -165,9 +164,6 @@ class Hits:
         return segments_below(None if parents is None else parents[i], self.path(i))
 
     def __getitem__(self, i: int) -> Node:
-        n = self._made.get(i)
-        if n is None or n.node is not self.nodes[i]:
-            parents = self.parents
-            parent = None if parents is None else parents[i]
-            n = self._made[i] = Node(self.path(i), self.nodes[i], self.outers.get(i), parent)
-        return n
+        parents = self.parents
+        parent = None if parents is None else parents[i]
+        return Node(self.path(i), self.nodes[i], self.outers.get(i), parent)

@@ -167,20 +167,30 @@ def _compute(
     if batched is not None:
         signature = getattr(fn, "tw_signature", batch_signature)
         what = f"{fn!r} (selector {brief(sel)})"
-        groups: dict[Any, list[int]] = {}
+        # Per signature (and layout): the positions in `todo`, and the hits' Nodes.
+        groups: dict[Any, tuple[list[int], list[Node]]] = {}
         traced = isinstance(key_arr, Tracer)
         limit = STACK_MAX if traced or _traced(hits) else EAGER_STACK_MAX
+        nodes = hits.nodes
         for j, i in enumerate(todo):
-            if _size(hits.nodes[i]) > limit:
+            if _size(nodes[i]) > limit:
                 continue  # big leaves are drawn one by one: a stack would double the peak
-            sig = call_user(what, signature, hits.path(i), hits[i])
+            n = hits[i]
+            try:  # `call_user`, inlined (one call per leaf)
+                sig = signature(n)
+            except TreewalkError:
+                raise
+            except Exception as e:
+                raise callback_error(what, n.path, e) from e
             if sig is not None:
                 # Sharded leaves are stacked only with leaves of the same layout.
-                ok, layout = stack_sharding(hits.nodes[i], traced)
+                ok, layout = stack_sharding(nodes[i], traced)
                 if ok:
-                    groups.setdefault((sig, layout), []).append(j)
+                    js, ns = groups.setdefault((sig, layout), ([], []))
+                    js.append(j)
+                    ns.append(n)
         grouped: set[int] = set()
-        for (sig, layout), js in groups.items():
+        for (sig, layout), (js, ns) in groups.items():
             if len(js) < 2:
                 continue
             grouped.update(js)
@@ -188,12 +198,11 @@ def _compute(
             if key_arr is not None:
                 contiguous = js[-1] - js[0] + 1 == len(js)
                 ks = key_arr[js[0] : js[-1] + 1] if contiguous else key_arr[np.asarray(js)]
-            nodes = [hits[todo[j]] for j in js]
-            stacked = call_user(what, batched, nodes[0].path, nodes, ks, sig)
+            stacked = call_user(what, batched, ns[0].path, ns, ks, sig)
             if layout is not None:
                 stacked = constrain(stacked, layout)
             for j, value in zip(js, list(stacked), strict=True):
-                results[todo[j]] = _place(value, hits.nodes[todo[j]])
+                results[todo[j]] = _place(value, nodes[todo[j]])
         rest = [j for j in range(len(todo)) if j not in grouped]
     if rest:
         key_list: list[Any] = [None] * len(todo)
