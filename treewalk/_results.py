@@ -77,8 +77,8 @@ def _apply_each(
             new = fn(path, node, key_list[j]) if tw_call is None else tw_call(hits[i], key_list[j])
         except TreewalkError:
             raise
-        except Exception as e:
-            raise callback_error(what, path, e) from e
+        except Exception as err:
+            raise callback_error(what, path, err) from err
         results[i] = new if new is node else fit(path, node, new, sel, check)
 
 
