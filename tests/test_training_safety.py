@@ -241,3 +241,19 @@ def test_the_errors_page_says_what_each_error_subclasses():
     for name in [n for n in tw.__all__ if n.endswith("Error")]:
         bases = ", ".join(f"`{b.__name__}`" for b in getattr(tw, name).__bases__)
         assert rows[name].strip() == bases, name
+
+
+@pytest.mark.parametrize(
+    "dead", [tw.name("biass"), tw.glob("**/biass"), tw.regex(r"layer_\d+/biass")]
+)
+def test_the_miss_message_counts_every_node_and_shows_the_closest(dead):
+    # A survey whose atoms answer by the last key skips the leaves it has seen enough
+    # of (the engine answers them from its memo); the count must not lose them.
+    tree = {f"layer_{i}": {"kernel": jnp.ones(2), "bias": jnp.zeros(2)} for i in range(40)}
+    nodes = len([p for p in tw.paths(tree, tw.everything) if p])
+    assert nodes == 120
+    with pytest.raises(tw.NoMatchError) as info:
+        tw.replace(tree, dead, tw.zeros)
+    msg = str(info.value)
+    assert f"({nodes} paths)" in msg, msg
+    assert re.search(r"Closest paths: 'layer_\d+/bias'", msg), msg

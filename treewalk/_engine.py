@@ -207,19 +207,20 @@ class Pass:
                 if f & BOX:
                     return self._box(path, y, f, par, values, pending, True)
             o = outer if e is None else None
+            # A matcher that answers by the last key entry (`by_last`) or by type
+            # (`of_type`, `arrays`; outside boxes) is read from its memo, without a call,
+            # when it knows the answer.
+            h = None
+            if memo_get is not None and e is not None and type(e) is not BoxKey:
+                try:
+                    h = memo_get(e)
+                except TypeError:  # an unhashable key entry: asked below
+                    pass
+            elif type_get is not None and o is None:
+                h = type_get(type(y))
             if f & LEAF and visit is None:
                 # A leaf (never `None`), asked through one reused Node: no object per
                 # leaf (the cyclic GC's passes over them cost more than the asking).
-                # A matcher that answers by the last key entry (`by_last`) is read
-                # from its memo here, without a call, when it knows the entry.
-                h = None
-                if memo_get is not None and e is not None and type(e) is not BoxKey:
-                    try:
-                        h = memo_get(e)
-                    except TypeError:  # an unhashable key entry: asked below
-                        pass
-                elif type_get is not None and o is None:  # `of_type`, `arrays`: by type
-                    h = type_get(type(y))
                 if h is None and (select is not None or leaf is not None):
                     path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                     cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
@@ -257,7 +258,6 @@ class Pass:
             path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             n = Node(path, y, o, par)
             if select is not None and (y is not None or include_none):
-                h = None if type_get is None or o is not None else type_get(type(y))
                 if h is None:
                     h = select(n)
                 if h:

@@ -120,6 +120,20 @@ class Recorder:
             raise NoMatchError(survey.dead_message(dead, call=call, leaves_only=leaves_only))
 
 
+class _Skips(dict[Any, bool]):
+    """The last key entries whose leaves a `Survey` need not see again, as a by-last memo
+    the engine reads at leaves (every answer `False`); `n` counts the leaves it answered,
+    so that the survey's count stays every node's."""
+
+    n = 0
+
+    def get(self, e: Any, default: Any = None) -> bool | None:  # type: ignore[override]
+        if e in self:
+            self.n += 1
+            return False
+        return None
+
+
 class Survey:
     """One pass that asks `atoms` about every node (or leaf) and remembers what a message
     needs: a few paths per distinct last segment, the types of the internal nodes."""
@@ -144,6 +158,9 @@ class Survey:
 
         # The sample list of `by_last` each last key entry adds to (its segment's).
         samples: dict[Any, list[Any]] = {}
+        # When every atom answers by the last key entry, a leaf whose entry was seen and
+        # whose segment has its samples adds nothing: the engine answers it from `skip`.
+        skip = _Skips() if all(hasattr(m, "last_memo") for _, m in matchers) else None
 
         def survey(n: Node) -> bool:
             # Asked at every node but `None`s (a matcher of the pass: leaves come through
@@ -166,6 +183,9 @@ class Survey:
                         samples[e] = some
                 if len(some) < 5:
                     some.append(path)
+                elif skip is not None:
+                    with contextlib.suppress(TypeError):
+                        skip[e] = False  # read at leaves only; asked below this once more
             f = kinds.get(type(x))
             if f is None:
                 f = kinds.learn(x)
@@ -180,8 +200,10 @@ class Survey:
                         on_nodes[i] = True
             return False
 
+        if skip is not None:
+            survey.last_memo = skip  # type: ignore[attr-defined]  # the engine reads it
         Pass(select=survey, include_none=include_none, is_leaf=is_leaf, rebuild=False).run(tree)
-        self.count = next(count)
+        self.count = next(count) + (0 if skip is None else skip.n)
         self.hit = dict(zip(atoms, hit, strict=True))
         self.on_nodes = dict(zip(atoms, on_nodes, strict=True))
 
