@@ -189,16 +189,14 @@ class Pass:
                     return True
             else:
                 e, par = pop(), pop_above()
-            if exclude is not None:
-                path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
-                if call_user("exclude", exclude, path, path, y):
-                    append(y)
-                    return True
             f = kinds_get(type(y))
             if f is None:
                 f = learn(y)
-            if f & SPECIAL:
+            if exclude is not None or f & SPECIAL:
                 path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+                if exclude is not None and call_user("exclude", exclude, path, path, y):
+                    append(y)
+                    return True
                 if f & SHARED:
                     self.met_shared = True
                     if id(y) in done:  # met before: the same output, not revisited
@@ -221,10 +219,12 @@ class Pass:
             if f & LEAF and visit is None:
                 # A leaf (never `None`), asked through one reused Node: no object per
                 # leaf (the cyclic GC's passes over them cost more than the asking).
-                if h is None and (select is not None or leaf is not None):
+                ask = h is None and select is not None
+                if ask or leaf is not None:
                     path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                     cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
-                    h = select is not None and select(cur)
+                    if ask:
+                        h = select(cur)  # type: ignore[misc]
                 if h:
                     # `hits.add`, inlined: this is the hot path of a big `replace`.
                     if o is not None:
@@ -248,12 +248,7 @@ class Pass:
                             append(None)
                             return True
                         return self._hit(y, f, flat)
-                if leaf is None:
-                    append(y)
-                else:
-                    path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
-                    cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
-                    append(leaf(cur))
+                append(y if leaf is None else leaf(cur))
                 return True
             path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             n = Node(path, y, o, par)

@@ -67,19 +67,13 @@ UNSTACKED_MAX = 64
 
 
 class Keys:
-    """The keys of one call: `stack[i]`, and `each[i]` (a separate array, or `None` until
-    asked: `single(i)`)."""
+    """The `n` keys of one call: `stack[i]` (padded past `n`), and `each[i]`, the same
+    key as a separate array (`None` for more than `UNSTACKED_MAX` keys)."""
 
     __slots__ = ("stack", "each", "n")
 
     def __init__(self, stack: jax.Array, each: tuple[jax.Array, ...] | None, n: int) -> None:
         self.stack, self.each, self.n = stack, each, n
-
-    def singles(self) -> list[jax.Array]:
-        """The `n` keys as separate arrays."""
-        if self.each is not None:
-            return list(self.each[: self.n])
-        return list(self.stack[: self.n])
 
 
 def _unstacked(keys: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:

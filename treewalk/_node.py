@@ -121,7 +121,7 @@ class Hits:
     asked for, `paths` all of them; `hits[i]` makes a `Node` of hit `i` when a selector
     or `fn` needs one (a new one each time: kept, they would outlive their use)."""
 
-    __slots__ = ("bases", "entries", "nodes", "outers", "parents", "_paths")
+    __slots__ = ("bases", "entries", "nodes", "outers", "parents")
 
     def __init__(self, keep_parents: bool) -> None:
         self.bases: list[Path] = []
@@ -129,7 +129,6 @@ class Hits:
         self.nodes: list[Any] = []
         self.outers: dict[int, Any] = {}
         self.parents: list[Node | None] | None = [] if keep_parents else None
-        self._paths: list[Path] | None = None
 
     def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
         if outer is not None:
@@ -150,13 +149,10 @@ class Hits:
 
     @property
     def paths(self) -> list[Path]:
-        """Every hit's key path, in order (made once, when the pass is over)."""
-        paths = self._paths
-        if paths is None or len(paths) != len(self.nodes):
-            paths = self._paths = [
-                b if e is None else b + (e,) for b, e in zip(self.bases, self.entries, strict=True)
-            ]
-        return paths
+        """Every hit's key path, in order (made anew each time asked)."""
+        return [
+            b if e is None else b + (e,) for b, e in zip(self.bases, self.entries, strict=True)
+        ]
 
     def segs(self, i: int) -> tuple[Any, ...]:
         """`hits[i].segs`, without making the `Node`."""

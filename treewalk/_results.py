@@ -15,7 +15,7 @@ from jax.sharding import SingleDeviceSharding
 from ._errors import ArgumentError, ReplacementError, TreewalkError, call_user, callback_error
 from ._helpers import _place, constrain, eager, stack_sharding
 from ._keys import Keys, as_typed_key, path_keys, split_keys
-from ._kinds import ARRAY_TYPES, TIE, flags_of, type_kinds
+from ._kinds import ARRAY_TYPES, flags_of, tie_id
 from ._node import Hits, Node
 from ._path import Path, show_path
 from ._selectors import Selector, brief
@@ -127,11 +127,10 @@ def results(
     tied = False
     if len(set(map(id, nodes))) < len(nodes):  # some object is selected twice
         first: dict[int, int] = {}
-        kinds_get = type_kinds().get  # every hit's type is known: the pass met it
         for i, node in enumerate(nodes):
-            f = kinds_get(type(node)) or flags_of(node)
-            if f & TIE:  # `tie_id`, without a call per hit
-                j = owner[i] = first.setdefault(id(node), i)
+            tie = tie_id(node, flags_of(node))
+            if tie is not None:
+                j = owner[i] = first.setdefault(tie, i)
                 tied = tied or j != i
     todo = [i for i in range(len(hits)) if owner[i] == i] if tied else owner
 

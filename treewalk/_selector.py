@@ -30,7 +30,8 @@ class Selector:
     def compile(self) -> Matcher:
         """`n -> bool`, equal to `self.match`, for one pass over one tree. It may remember
         answers, and expose a memo by last key entry (`last_memo`) or by type
-        (`type_memo`) that the engine reads at leaves without calling it."""
+        (`type_memo`, read outside boxes) that the engine reads at every node before it
+        calls the matcher; a memo holds only answers the matcher gave or would give."""
         return self.match
 
     def _key(self) -> tuple[Any, ...]:  # pragma: no cover - abstract

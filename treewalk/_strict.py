@@ -20,7 +20,7 @@ from typing import Any
 from ._engine import Pass
 from ._errors import NoMatchError
 from ._frameworks import is_plain_container
-from ._kinds import LEAF, type_kinds
+from ._kinds import LEAF, flags_of
 from ._node import Node
 from ._path import path_str
 from ._selector import Matcher, by_last
@@ -121,9 +121,9 @@ class Recorder:
 
 
 class _Skips(dict[Any, bool]):
-    """The last key entries whose leaves a `Survey` need not see again, as a by-last memo
-    the engine reads at leaves (every answer `False`); `n` counts the leaves it answered,
-    so that the survey's count stays every node's."""
+    """The last key entries whose nodes a `Survey` need not see again, as a by-last memo
+    the engine reads (every answer `False`); `n` counts the nodes it answered, so that
+    the survey's count stays every node's."""
 
     n = 0
 
@@ -154,12 +154,12 @@ class Survey:
         by_last, types = self.by_last, self.types
         count = itertools.count()
         tick = count.__next__
-        kinds = type_kinds()
 
         # The sample list of `by_last` each last key entry adds to (its segment's).
         samples: dict[Any, list[Any]] = {}
-        # When every atom answers by the last key entry, a leaf whose entry was seen and
-        # whose segment has its samples adds nothing: the engine answers it from `skip`.
+        # When every atom answers by the last key entry, a node whose entry was seen and
+        # whose segment has its samples adds nothing (the internal nodes' types matter to
+        # `of_type` atoms only, which do not answer so): the engine answers it from `skip`.
         skip = _Skips() if all(hasattr(m, "last_memo") for _, m in matchers) else None
 
         def survey(n: Node) -> bool:
@@ -185,11 +185,8 @@ class Survey:
                     some.append(path)
                 elif skip is not None:
                     with contextlib.suppress(TypeError):
-                        skip[e] = False  # read at leaves only; asked below this once more
-            f = kinds.get(type(x))
-            if f is None:
-                f = kinds.learn(x)
-            is_a_leaf = bool(f & LEAF) or (is_leaf is not None and is_leaf(x))
+                        skip[e] = False  # the atoms are asked below this once more
+            is_a_leaf = bool(flags_of(x) & LEAF) or (is_leaf is not None and is_leaf(x))
             if not is_a_leaf:
                 types.add(type(x))
             for i, m in matchers:
