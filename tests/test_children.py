@@ -1,4 +1,4 @@
-"""The engine builds key paths itself (`treewalk/_children.py`) instead of taking JAX's:
+"""The engine builds key paths itself (`treewalk/_core/children.py`) instead of taking JAX's:
 every node's path must be the one `jax.tree_util.tree_flatten_with_path` gives it, on
 every kind of node JAX knows (builtin containers with any keys, namedtuples, registered
 nodes with and without keys, dataclass and static nodes, Equinox modules, penzai

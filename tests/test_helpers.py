@@ -12,7 +12,7 @@ import pytest
 
 import treewalk as tw
 import treewalk.init
-from treewalk._node import Node
+from treewalk._core.node import Node
 
 KEY = jax.random.key(0)
 NUMPY_DTYPES = [np.float64, np.float32, np.complex128, np.int32, np.bool_]

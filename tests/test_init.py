@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 import treewalk as tw
-from treewalk._init_layout import axes_of, weight_fans
-from treewalk._node import Node
+from treewalk._core.node import Node
+from treewalk.init._layout import axes_of, weight_fans
 
 FAN_BASED = [
     tw.init.lecun_normal,

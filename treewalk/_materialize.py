@@ -9,14 +9,14 @@ from typing import Any, Literal
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
-from ._errors import ArgumentError, InitError, NoMatchError
+from ._core.errors import ArgumentError, InitError, NoMatchError
+from ._core.node import Node
+from ._core.paths import path_str, show_path
+from ._core.types import PyTree
 from ._frameworks import box_partitioning
-from ._node import Node
-from ._path import path_str, show_path
-from ._query import find
-from ._replace import replace
-from ._selector import Selector, as_selector, predicate
-from ._typing import PyTree
+from ._ops.query import find
+from ._ops.replace import replace
+from ._select.algebra import Selector, as_selector, predicate
 
 Plan = Mapping[Any, Any]
 

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .._path import show_path
+from .._core.paths import show_path
 from ._nodes import _eq, trees_equal
 from ._strategies import pytrees
 

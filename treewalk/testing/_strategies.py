@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
 
-from .._path import path_segments
-from .._query import paths
-from .._selectors import Selector, arrays, everything, glob, inside, name, of_type, predicate
+from .._core.paths import path_segments
+from .._ops.query import paths
+from .._select.atoms import Selector, arrays, everything, glob, inside, name, of_type, predicate
 from ._kinds import linen_kinds, nnx_kinds, penzai_kinds
 from ._nodes import Keyed, Pair, Static, Unkeyed, eqx_node
 

@@ -1,0 +1,165 @@
+"""`tw.Node`: what selectors and `fn`s with context see of one node of a tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .paths import Path, path_segments, segment
+
+
+class Node:
+    """What a selector, and an `fn` with context, see of one node of a tree.
+
+    Every call hands selectors a `Node` (`Selector.match(n)`), and `replace` hands one to
+    an `fn` that defines `tw_call(n, key)` instead of `fn(path, node, key)` (as `tw.init`
+    does, to read a bias's fan-in from its layer's weight). Attributes:
+
+    - `path`: the node's key path (a box's value ends in a `tw.BoxKey`).
+    - `node`: the node (the bare value, for a value inside a box).
+    - `outer`: the box around the value (an NNX `Variable`, linen `Partitioned`, penzai
+      `Parameter`), or `None`.
+    - `parent`: the `Node` of the nearest enclosing node (the layer around a weight), or
+      `None` at the root.
+    - `segs`, `last`: the path's segments (`tw.path_segments`), and the last one.
+
+    !!! Example
+
+        ```python
+        import jax.numpy as jnp
+        import treewalk as tw
+
+        class Fill:
+            def tw_call(self, n, key):  # n is a tw.Node
+                return jnp.full(n.node.shape, len(n.parent.segs), n.node.dtype)
+
+            def __call__(self, path, node, key):
+                raise NotImplementedError
+
+        out = tw.replace({"a": {"w": jnp.zeros(2)}}, "**/w", Fill())
+        assert (out["a"]["w"] == 1).all()
+        ```
+    """
+
+    __slots__ = ("path", "node", "outer", "parent", "_segs")
+
+    path: Path
+    node: Any
+    outer: Any
+    parent: Node | None
+    _segs: tuple[Any, ...] | None
+
+    def __init__(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
+        self.path, self.node, self.outer, self.parent = path, node, outer, parent
+        self._segs = None
+
+    @property
+    def last(self) -> Any:
+        """The last segment, or `None` at the root."""
+        segs = self._segs
+        if segs is not None:
+            return segs[-1] if segs else None
+        path = self.path
+        for i in range(len(path) - 1, -1, -1):
+            s = segment(path[i])
+            if s is not None:
+                return s
+        return None
+
+    @property
+    def segs(self) -> tuple[Any, ...]:
+        """The path's segments (`tw.path_segments(self.path)`), computed once."""
+        segs = self._segs
+        if segs is None:
+            segs = self._segs = segments_below(self.parent, self.path)
+        return segs
+
+
+def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:
+    """The segments of `path`, a path below `parent`'s: its parent's (computed once per
+    parent, up the chain without recursion: a tree may be as deep as JAX allows) and
+    those of the entries after it."""
+    if parent is None:
+        return path_segments(path)
+    segs: tuple[Any, ...] | None = parent._segs
+    if segs is None:
+        chain = []  # the ancestors whose segments are not known yet, nearest first
+        p: Node | None = parent
+        while p is not None and p._segs is None:
+            chain.append(p)
+            p = p.parent
+        if p is None:  # no ancestor knows its segments: start from the root's path
+            below = chain.pop()
+            segs = below._segs = path_segments(below.path)
+        else:
+            below, segs = p, p._segs or ()  # `p._segs` is known: the loop stopped there
+        for q in reversed(chain):
+            segs = q._segs = _extend(segs, below.path, q.path)
+            below = q
+    return _extend(segs, parent.path, path)
+
+
+def _extend(segs: tuple[Any, ...], base: Path, path: Path) -> tuple[Any, ...]:
+    """`segs` (the segments of `base`) with those of `path`'s entries after `base`."""
+    n = len(base)
+    if len(path) == n + 1:
+        s = segment(path[n])
+        return segs if s is None else (*segs, s)
+    for entry in path[n:]:
+        s = segment(entry)
+        if s is not None:
+            segs = (*segs, s)
+    return segs
+
+
+class Hits:
+    """The nodes a pass selected, in pre-order, as parallel lists: each hit's path, as its
+    parent's path (`bases[i]`) and its last entry (`entries[i]`, `None` when `bases[i]`
+    is the whole path), `nodes[i]`, the box around each (`outers`, only where there is
+    one) and, when the pass was asked to keep them, the parent `Node`s. No object is made
+    per hit: on 100,000 hits the cyclic GC's passes over such objects (a path tuple per
+    leaf included) cost more than the pass. `path(i)` makes hit `i`'s path when it is
+    asked for, `paths` all of them; `hits[i]` makes a `Node` of hit `i` when a selector
+    or `fn` needs one (a new one each time: kept, they would outlive their use)."""
+
+    __slots__ = ("bases", "entries", "nodes", "outers", "parents")
+
+    def __init__(self, keep_parents: bool) -> None:
+        self.bases: list[Path] = []
+        self.entries: list[Any] = []
+        self.nodes: list[Any] = []
+        self.outers: dict[int, Any] = {}
+        self.parents: list[Node | None] | None = [] if keep_parents else None
+
+    def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
+        if outer is not None:
+            self.outers[len(self.nodes)] = outer
+        self.bases.append(path)
+        self.entries.append(None)
+        self.nodes.append(node)
+        if self.parents is not None:
+            self.parents.append(parent)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def path(self, i: int) -> Path:
+        """Hit `i`'s key path."""
+        e = self.entries[i]
+        return self.bases[i] if e is None else self.bases[i] + (e,)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every hit's key path, in order (made anew each time asked)."""
+        return [
+            b if e is None else b + (e,) for b, e in zip(self.bases, self.entries, strict=True)
+        ]
+
+    def segs(self, i: int) -> tuple[Any, ...]:
+        """`hits[i].segs`, without making the `Node`."""
+        parents = self.parents
+        return segments_below(None if parents is None else parents[i], self.path(i))
+
+    def __getitem__(self, i: int) -> Node:
+        parents = self.parents
+        parent = None if parents is None else parents[i]
+        return Node(self.path(i), self.nodes[i], self.outers.get(i), parent)

@@ -1,0 +1,160 @@
+"""The primitive: replace(tree, selector, fn(path, node, key))."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .._core.engine import Pass
+from .._core.errors import ArgumentError, NoMatchError, check_callable
+from .._core.kinds import LEAF, flags_of
+from .._core.node import Hits
+from .._core.rebuild import ready
+from .._core.types import PyTree
+from .._frameworks import registry
+from .._select.atoms import as_selector, brief
+from .._select.strict import Recorder
+from .._select.strict import no_match_message as no_match_message
+from .results import ReplaceFn, check_fn, results
+
+
+def replace(
+    tree: PyTree,
+    selector: Any,
+    fn: ReplaceFn,
+    *,
+    key: Any = None,
+    keys: Literal["path", "split"] = "path",
+    is_leaf: Callable[[Any], bool] | None = None,
+    strict: bool = True,
+    check: bool = True,
+    include_none: bool = False,
+) -> PyTree:
+    """A new tree in which every node `selector` picks is replaced by `fn(path, node, key)`.
+
+    This one call re-initialises weights, zeroes biases, masks, freezes and performs model
+    surgery, on any pytree: Equinox modules, Flax NNX modules and `nnx.State`, linen and
+    Haiku param dicts, penzai models, plain containers and custom nodes.
+
+    **Arguments:**
+
+    - `tree`: the pytree. It is never mutated (an NNX module passed in stays as it was).
+    - `selector`: which nodes: a selector, or a glob `str`, a class, or a
+      `(path, node) -> bool` callable.
+    - `fn`: `fn(path, node, key) -> new node`, called once per selected node.
+      `tw.zeros`, `tw.ones`, `tw.constant(v)`, `tw.initializer(init)` and everything in
+      `tw.init` fit here.
+    - `key`: a PRNG key (`jax.random.key(0)`, or a legacy `uint32[2]` key). Without it
+      `fn` gets `key=None`; with it every selected node gets its own independent key, of
+      the same kind as the one passed.
+    - `keys`: how the per-node keys are made. `"path"` (default): from the root key and a
+      stable hash of the node's path segments, so a node's key depends only on its path:
+      adding a layer or changing the selector changes no other node's values. `"split"`:
+      `jax.random.split(key, n)` handed out in traversal order (optax's
+      `tree_split_key_like`).
+    - `is_leaf`: as in JAX.
+    - `strict`: every atom of the selector (each `tw.name`, glob, regex, `tw.of_type`,
+      `tw.inside`, through `&`, `|`, `~`) must match at least one node, and the selector
+      must select something; otherwise a `tw.NoMatchError` names the dead atom and the
+      paths that come closest. `tw.name("weight", "kernel")` is alive when either name
+      matches. Pass `strict=False` to allow it (nothing selected: the tree unchanged).
+    - `check`: an array leaf must be replaced by an array of the same shape and dtype
+      (`tw.ReplacementError` otherwise). A `jax.ShapeDtypeStruct` may become an array.
+    - `include_none`: also select `None` nodes (absent optional arrays, e.g. the bias of
+      `eqx.nn.Linear(use_bias=False)`), so that `fn` can put an array there.
+
+    **Semantics worth knowing:**
+
+    - *Boxes.* Values inside NNX `Variable`s, linen `Partitioned`/`LogicallyPartitioned`
+      and penzai `Parameter`s are seen bare by selectors and `fn`; the box is rebuilt
+      around the result with all its metadata (sharding names included).
+    - *Nesting.* When a selected node is inside another selected node, the outermost wins:
+      `fn` gets the outer node and the walk does not descend into it.
+    - *Tied weights.* An array object reached by several selected paths is passed to `fn`
+      once (with the first path and its key); every place gets the same new array, so
+      the tie survives.
+    - *Keys.* A key is made only for nodes `fn` is called on: never for `None`, nor for the
+      second path of a tie.
+    - *Batching.* `fn`s that know how to draw many same-shape leaves at once (the helpers
+      and `tw.init`) are called once per distinct shape and dtype, not once per leaf;
+      the values are the same as leaf-by-leaf calls.
+    - *Shardings.* A new leaf gets the sharding of the leaf it replaces, eagerly and
+      under `jax.jit` (see the sharding guide); unselected leaves are returned as they
+      are. Sharded leaves are batched only with leaves of the same layout, never gathered.
+      To create a model directly in its shardings, see `tw.materialize`.
+
+    **Returns:**
+
+    The new tree. Its containers are always new objects (one unflatten rebuilds them),
+    NNX modules and variables included; leaves that were not replaced are the input's
+    own arrays (nothing is copied). `fn` gets the input's node, except that mutable
+    objects inside a selected layer (NNX modules and variables) are copies: an in-place
+    edit never reaches the input. A mutable object shared by several paths stays shared.
+
+    **Raises:**
+
+    `tw.NoMatchError`, `tw.ReplacementError`, `tw.CallbackError` (when `fn` raises; it
+    names the path and chains the original), `tw.ArgumentError`, `tw.PRNGKeyError`.
+
+    !!! Example
+
+        ```python
+        import equinox as eqx
+        import jax
+        import treewalk as tw
+
+        mlp = eqx.nn.MLP(4, 2, 32, 2, key=jax.random.key(0))
+        mlp = tw.replace(mlp, "**/bias", tw.zeros)
+        mlp = tw.replace(mlp, "**/weight", tw.initializer(jax.nn.initializers.lecun_normal()),
+                         key=jax.random.key(1))
+        assert all((layer.bias == 0).all() for layer in mlp.layers)
+        ```
+    """
+    sel = as_selector(selector)
+    check_callable("fn", fn, hint="lambda path, node, key: node")
+    check_fn(fn)
+    if keys not in ("path", "split"):
+        raise ArgumentError(f"keys= must be 'path' or 'split'; got {keys!r}.")
+    if key is None and getattr(fn, "needs_key", False):
+        raise ArgumentError(
+            f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
+            f"tw.replace (selector {brief(sel)})."
+        )
+    rec = Recorder() if strict else None
+    match = sel.compile() if rec is None else rec.compile(sel)
+    # An `fn` with context (`tw_call`, `tw_signature`, `tw_batched`) gets `Node`s, whose
+    # `parent` it may read (`tw.init` finds a bias's layer so).
+    context = any(hasattr(fn, a) for a in ("tw_call", "tw_signature", "tw_batched"))
+    p = Pass(select=match, include_none=include_none, is_leaf=is_leaf, keep_parents=context)
+    flat = p.run(tree)
+    hits = p.hits
+    if rec is not None:
+        rec.check(
+            tree,
+            [(None, sel)],
+            call="tw.replace",
+            is_leaf=is_leaf,
+            leaves_only=False,
+            include_none=include_none,
+        )
+        if not hits:
+            raise NoMatchError(no_match_message(tree, sel, is_leaf))
+    if not hits:
+        return flat.finish()
+    if registry.mutable or registry.leaf_boxes:
+        _private_hits(hits, p, is_leaf)
+    return flat.finish(results(hits, fn, key, keys, sel, check))
+
+
+def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:
+    """Give `fn` copies of the mutable objects inside selected layers (consistent with the
+    rest of the output: a variable shared with an unselected layer is the same copy)."""
+    # What is known without the results (a variable met outside the selected layers).
+    done = {k: v for k, v in p.done.items() if ready(v)}
+    nodes = hits.nodes
+    for i, node in enumerate(nodes):
+        if not flags_of(node) & LEAF and node is not None:
+            copy = Pass(is_leaf=is_leaf, done=done)
+            flat = copy.run(node)
+            if copy.met_shared:
+                nodes[i] = flat.finish()
