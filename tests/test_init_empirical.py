@@ -84,15 +84,18 @@ def _train(model, loss_fn):
 
 
 # Vanishing (std 0.1) on Equinox, exploding/saturated (std 3.0) on NNX; Equinox with 3.0
-# is covered by the test below (compiles are the cost here).
+# is covered by the test below (compiles are the cost here). A vanishing init stays stuck
+# near the target's variance wherever it runs; how far a saturated one gets in 200 steps
+# depends on the machine's floating-point rounding (0.11 on one 2-core machine, above 0.3
+# on another), so only the vanishing case asserts that the bad model is stuck.
 CASES = [
-    ("equinox", 0.1, _bad_eqx, _eqx_loss, eqx.nn.Linear),
-    ("nnx", 3.0, _bad_nnx, _nnx_loss, nnx.Linear),
+    ("equinox", 0.1, _bad_eqx, _eqx_loss, eqx.nn.Linear, True),
+    ("nnx", 3.0, _bad_nnx, _nnx_loss, nnx.Linear, False),
 ]
 
 
-@pytest.mark.parametrize("framework, std, make, loss_fn, layer", CASES)
-def test_empirical_fixes_a_bad_deep_init(framework, std, make, loss_fn, layer):
+@pytest.mark.parametrize("framework, std, make, loss_fn, layer, stuck", CASES)
+def test_empirical_fixes_a_bad_deep_init(framework, std, make, loss_fn, layer, stuck):
     bad = make(std)
     before = tw.init.layer_stats(bad, _batch, loss_fn, layer)
     assert len(before.act_rms) == DEPTH
@@ -110,7 +113,8 @@ def test_empirical_fixes_a_bad_deep_init(framework, std, make, loss_fn, layer):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     trained_bad, trained_new = _train(bad, loss_fn), _train(new, loss_fn)
-    assert trained_bad > 0.3  # stuck near the variance of the target (0.56)
+    if stuck:
+        assert trained_bad > 0.3  # stuck near the variance of the target (0.56)
     assert trained_new < 0.15, (trained_bad, trained_new)  # measured 1e-4 to 0.08
 
 
