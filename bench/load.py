@@ -7,7 +7,7 @@
 The file is a PyTorch-style state_dict (`layers.<i>.weight` `(out, in)`, `layers.<i>.bias`)
 of a list of `eqx.nn.Linear`. Four variants, each in its own subprocess:
 
-- `tw abstract`: `tw.load(eqx.filter_eval_shape(Model, ...), path, layout="torch")`.
+- `tw abstract`: `tw.load(eqx.filter_eval_shape(Model, ...), path, convention="torch")`.
 - `tw concrete`: the same into a model that already has its (random) weights.
 - `loop abstract` / `loop concrete`: `safe_open` + one `eqx.tree_at` per tensor, the loop
   a user writes (`jnp.asarray(f.get_tensor(key))`, replacing the layer's weight).
@@ -78,14 +78,14 @@ def worker(variant: str, path: str, layers: int) -> dict:
         model = jax.block_until_ready(Model(jax.random.key(0)))
     # Warm up what both variants share (one small load: dispatch paths, imports).
     small = {"weight": np.ones((2, 3), np.float32), "bias": np.ones(2, np.float32)}
-    tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), small, layout="torch")
+    tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), small, convention="torch")
     jnp.asarray(np.ones(3)).block_until_ready()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident set
     base = status("VmRSS")
     t0 = time.perf_counter()
     if variant.startswith("tw"):
-        out = tw.load(model, path, layout="torch")
+        out = tw.load(model, path, convention="torch")
     else:
         out = model
         with safe_open(path, framework="numpy") as f:
@@ -124,9 +124,9 @@ def many_small(layers: int) -> None:
     for i in range(layers):
         sd[f"{i}.weight"] = rng.standard_normal((8, 8), np.float32)
         sd[f"{i}.bias"] = rng.standard_normal(8, np.float32)
-    tw.load(model, sd, layout="torch")  # warm-up
+    tw.load(model, sd, convention="torch")  # warm-up
     t0 = time.perf_counter()
-    ours = jax.block_until_ready(tw.load(model, sd, layout="torch"))
+    ours = jax.block_until_ready(tw.load(model, sd, convention="torch"))
     t_tw = time.perf_counter() - t0
     t0 = time.perf_counter()
     loop = model

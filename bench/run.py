@@ -387,8 +387,8 @@ def case4(quick: bool, repeats: int) -> None:
             "treewalk replace(arrays, normal, key)": lambda: tw.replace(
                 tree, tw.arrays, normal, key=key
             ),
-            "treewalk replace(..., keys='split')": lambda: tw.replace(
-                tree, tw.arrays, normal, key=key, keys="split"
+            "treewalk replace(..., key_policy='split')": lambda: tw.replace(
+                tree, tw.arrays, normal, key=key, key_policy="split"
             ),
             "optax tree_random_like": lambda: optax.tree_utils.tree_random_like(
                 key, tree, jax.random.normal

@@ -10,7 +10,10 @@ The reference states the rules once, independently of the engine:
   box as its `outer`; the walks visit the box too;
 - a mutable object (NNX module or variable, penzai parameter) reached again is not
   visited again; NNX's `_pytree__state` is never visited;
-- `None` is a node without children; `replace` and queries skip it unless asked.
+- `None` is a node without children; `replace` and queries skip it unless asked;
+- a selector is asked about every node and a node it picks is handed over whole: the
+  leaves `mask`, `labels` and `show` mark are those at or below an outermost pick, and a
+  negation picks the other leaves.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def ref_select(tree, sel, outermost=False, include_none=False):
             ((entry, inner),) = children(x)
             go((*path, tw.BoxKey(entry.name)), inner, x, parent)
             return
-        n = tw.Node(path, x, outer, parent)
+        leaf = include_none if x is None else children(x) is None
+        n = tw.Node(path, x, outer, parent, leaf)
         if (x is not None or include_none) and sel.match(n):
             hits.append((path, x))
             if outermost:
@@ -152,30 +156,36 @@ def test_queries_agree_with_the_reference(args, outermost):
     assert unchanged(before, tree)
 
 
+def covers(tops, s):
+    """Is the leaf at path string `s` at or below one of the paths `tops`?"""
+    return any(s == t or s.startswith(t + "/") or t == "" for t in tops)
+
+
 @given(tree_and_selector())
 def test_mask_labels_show_agree_with_the_reference(args):
     tree, sel = args
     leaves = [(p, x, o) for p, x, o, leaf in reference(tree) if leaf and x is not None]
-    hits = {tw.path_str(p) for p, _ in ref_select(tree, sel)}
+    tops = {tw.path_str(p) for p, _ in ref_select(tree, sel, outermost=True)}
     m = tw.mask(tree, sel, strict=False)
+    neg = tw.mask(tree, ~sel, strict=False)
     lab = tw.labels(tree, {"a": sel, "b": ~sel}, strict=False)
     got = {tw.path_str(p): v for p, v in tw.select(m, tw.everything) if isinstance(v, bool)}
+    nots = {tw.path_str(p): v for p, v in tw.select(neg, tw.everything) if isinstance(v, bool)}
     labs = {tw.path_str(p): v for p, v in tw.select(lab, tw.everything) if v in ("a", "b")}
     # A mask of an NNX module is pure: a bool for each nnx.Param, nothing else.
     pure = isinstance(tree, nnx.Module)
     for p, _, o in leaves:  # a tie's later paths hold the first one's value: not checked
+        s = tw.path_str(p)
         if pure and not isinstance(o, nnx.Param):
-            assert tw.path_str(p) not in got
+            assert s not in got
             continue
-        assert got[tw.path_str(p)] == (tw.path_str(p) in hits)
-        assert labs[tw.path_str(p)] == ("a" if tw.path_str(p) in hits else "b")
-    tops = {tw.path_str(p) for p, _ in ref_select(tree, sel, outermost=True)}
+        assert got[s] == covers(tops, s), s  # the leaves replace would change
+        assert nots[s] == (not got[s]), s  # a negation picks the other leaves
+        assert labs[s] == ("a" if got[s] else "b"), s
     rows = tw.show(tree, sel, max_rows=None).rows
     assert [tw.path_str(r.path) for r in rows] == [tw.path_str(p) for p, _, _ in leaves]
     for r in rows:
-        s = tw.path_str(r.path)
-        inside = any(s == t or s.startswith(t + "/") or t == "" for t in tops)
-        assert r.selected == inside, s
+        assert r.selected == covers(tops, tw.path_str(r.path)), tw.path_str(r.path)
 
 
 @given(tree_and_selector())
@@ -441,3 +451,64 @@ def test_postwalk_asks_is_leaf_once_per_node_and_keeps_its_leaves():
     assert out == t and seen == ["a", "b/0", "b/1/c", "b/1", "b", ""]
     # internal nodes and unknown leaves only: ints are leaves without asking
     assert [type(x) for x in asked] == [dict, tuple, list, dict]
+
+
+# --- strictness against the reference --------------------------------------------------
+
+
+def ref_atoms(sel):
+    """The checked atoms of `sel` in order, each once (an `inside` is one atom)."""
+    if sel.checked:
+        return [sel]
+    out = []
+    for part in sel.parts:
+        out += [a for a in ref_atoms(part) if a not in out]
+    return out
+
+
+@st.composite
+def strict_cases(draw):
+    tree = draw(pytrees())
+    words = sorted({str(s) for p in tw.paths(tree, tw.everything) for s in tw.path_segments(p)})
+    words = [w for w in words if w and "/" not in w and not any(c in w for c in "*?[]")]
+    word = st.sampled_from(words or ["a"])
+    typo = st.one_of(
+        word.map(lambda w: tw.name(w + "x")),
+        word.map(lambda w: tw.glob("**/" + w + "_")),
+        word.map(lambda w: tw.regex(".*" + w + "zz")),
+    )
+    own = selectors(tree)
+    sel = draw(
+        st.one_of(
+            own,
+            typo,
+            st.tuples(own, typo).map(lambda ab: ab[0] | ab[1]),
+            st.tuples(own, typo).map(lambda ab: ab[0] & ~ab[1]),
+            st.tuples(own, own).map(lambda ab: ab[0] & ab[1]),
+        )
+    )
+    return tree, sel
+
+
+@given(strict_cases())
+def test_strict_calls_agree_with_the_reference(args):
+    tree, sel = args
+    has_leaves = any(leaf and x is not None for _, x, _, leaf in reference(tree))
+    dead = [a for a in ref_atoms(sel) if not ref_select(tree, a)]
+    empty = not ref_select(tree, sel, outermost=True)
+    calls = [
+        ("tw.mask", lambda: tw.mask(tree, sel), bool(dead)),
+        ("tw.labels", lambda: tw.labels(tree, {"a": sel}, default="b"), bool(dead)),
+        ("tw.replace", lambda: tw.replace(tree, sel, lambda p, x, k: x), bool(dead) or empty),
+    ]
+    for call, run, fails in calls:
+        if has_leaves and fails:
+            with pytest.raises(tw.NoMatchError) as info:
+                run()
+            msg = str(info.value)
+            if dead:  # the first dead atom is blamed, by its repr
+                assert msg.startswith(f"{call}: {dead[0]!r}"[:40]), (msg, dead)
+            else:
+                assert "selects nothing" in msg, msg
+        else:
+            run()  # no error: every atom matched, or there is no leaf to miss

@@ -207,7 +207,7 @@ def test_use_bias_false_include_none_adds_a_bias():
         seen.append((tw.path_str(path), node))
         return node
 
-    tw.replace(lin, tw.everything & ~tw.of_type(eqx.nn.Linear), fn, key=jax.random.key(0))
+    tw.replace(lin, tw.inside(eqx.nn.Linear), fn, key=jax.random.key(0))
     assert [s for s, _ in seen] == ["weight"]  # None: not selected, no key
     with pytest.raises(tw.NoMatchError):
         tw.replace(lin, "bias", fn)
@@ -236,8 +236,8 @@ def test_path_keys_unchanged_by_an_unrelated_layer():
 
 def test_split_policy_is_traversal_ordered():
     m = eqx_layers(0)
-    a = tw.replace(m, "*/weight", lecun, key=jax.random.key(5), keys="split")
-    b = tw.replace(m, "*/weight", lecun, key=jax.random.key(5), keys="split")
+    a = tw.replace(m, "*/weight", lecun, key=jax.random.key(5), key_policy="split")
+    b = tw.replace(m, "*/weight", lecun, key=jax.random.key(5), key_policy="split")
     np.testing.assert_array_equal(a["last"].weight, b["last"].weight)
     assert not np.allclose(a["first"].weight[:2, :3], a["last"].weight[:2, :3])
 

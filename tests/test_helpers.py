@@ -44,7 +44,7 @@ def test_fills_keep_a_numpy_leafs_kind_and_dtype(fn, dtype):
 
 def test_fills_keep_python_numbers_and_jax_leaves():
     out = tw.replace({"n": 3, "f": 2.5, "c": 1j, "x": jnp.ones(2, jnp.bfloat16)},
-                     tw.everything & ~tw.of_type(dict), tw.zeros)  # fmt: skip
+                     tw.inside(dict), tw.zeros)  # fmt: skip
     assert out["n"] == 0 and type(out["n"]) is int
     assert out["f"] == 0.0 and type(out["f"]) is float
     assert out["c"] == 0j and type(out["c"]) is complex

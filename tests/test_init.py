@@ -330,8 +330,70 @@ def test_bad_arguments():
         tw.init.variance_scaling(0.0)
 
 
+def test_bad_numbers():
+    with pytest.raises(tw.ArgumentError, match="stddev must be a number"):
+        tw.init.normal("wide")  # type: ignore[arg-type]
+    with pytest.raises(tw.ArgumentError, match="fan_in must be a positive integer"):
+        tw.init.he_normal(fan_in=0)
+    with pytest.raises(tw.ArgumentError, match="column_axis must be an integer"):
+        tw.init.orthogonal(column_axis=1.5)  # type: ignore[arg-type]
+
+
 def test_reprs():
     assert repr(tw.init.he_normal()) == "tw.init.he_normal()"
     assert repr(tw.init.lecun_normal(layout="oi")) == "tw.init.lecun_normal(layout='oi')"
     assert repr(tw.init.torch_default(fan_in=3)) == "tw.init.torch_default(fan_in=3)"
-    assert "variance_scaling" in repr(tw.init.variance_scaling(2.0, "fan_out", "uniform"))
+    vs = tw.init.variance_scaling(2.0, "fan_in", "normal")
+    assert repr(vs) == "tw.init.variance_scaling(2.0, 'fan_in', 'normal')"
+    assert repr(tw.init.orthogonal(column_axis=0)) == "tw.init.orthogonal(column_axis=0)"
+    # A closure has no name to evaluate: its repr is still valid Python.
+    compile(repr(tw.initializer(jax.nn.initializers.normal(0.02))), "<repr>", "eval")
+
+
+# Every public initialiser, each argument set to something other than its default.
+ROUND_TRIP = [
+    tw.init.variance_scaling(2.0, "fan_avg", "uniform", layout="io", fan_in=3, fan_out=5),
+    tw.init.variance_scaling(0.5, distribution="normal"),
+    tw.init.lecun_normal(mode="fan_out", layout="oi", fan_in=3, fan_out=5),
+    tw.init.lecun_uniform(mode="fan_avg", layout="io", fan_in=7, fan_out=2),
+    tw.init.he_normal(mode="fan_avg", layout="kio", fan_in=3, fan_out=3),
+    tw.init.he_uniform(mode="fan_out", layout="oi", fan_in=1, fan_out=4),
+    tw.init.glorot_normal(mode="fan_in", layout="io", fan_in=2, fan_out=9),
+    tw.init.glorot_uniform(mode="fan_out", layout="oi", fan_in=6, fan_out=6),
+    tw.init.torch_default(layout="oi", fan_in=5),
+    tw.init.normal(0.02),
+    tw.init.uniform(0.5),
+    tw.init.truncated_normal(0.1, -1.5, 3.0),
+    tw.init.orthogonal(2.0, layout="io"),
+    tw.init.orthogonal(0.5, column_axis=0),
+    tw.zeros,
+    tw.ones,
+    tw.constant(0.5),
+    tw.constant(-3),
+    tw.constant(float("-inf")),
+    tw.initializer(jax.nn.initializers.zeros),
+]
+
+
+@pytest.mark.parametrize("init", ROUND_TRIP, ids=repr)
+def test_repr_round_trips(init):
+    again = eval(repr(init), {"tw": tw, "jax": jax})
+    assert again == init and hash(again) == hash(init) and repr(again) == repr(init)
+    tree = {"kernel": jnp.zeros((4, 4))}  # square: every layout and column axis fits
+    want = tw.replace(tree, tw.arrays, init, key=jax.random.key(0))["kernel"]
+    got = tw.replace(tree, tw.arrays, again, key=jax.random.key(0))["kernel"]
+    assert jnp.array_equal(want, got)
+
+
+def test_round_trip_list_covers_every_initialiser():
+    data_driven = {"Initializer", "LayerStats", "empirical", "layer_stats"}
+    names = {repr(init).split("(")[0].rsplit(".", 1)[-1] for init in ROUND_TRIP}
+    assert set(tw.init.__all__) - data_driven <= names
+
+
+def test_equality_is_by_value():
+    assert tw.init.he_normal() == tw.init.variance_scaling(2.0)  # the same draws
+    assert tw.init.he_normal() != tw.init.he_normal(mode="fan_out")
+    assert tw.init.orthogonal(column_axis=0) != tw.init.orthogonal(column_axis=1)
+    assert tw.constant(0.0) != tw.constant(-0.0) and tw.constant(0) == tw.zeros
+    assert len({tw.init.normal(0.1), tw.init.normal(0.1), tw.init.uniform(0.1)}) == 2

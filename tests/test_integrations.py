@@ -46,12 +46,9 @@ def test_nnx_filter_with_model_sees_layers():
     assert _names(nnx.state(net, f)) == ["norm/bias", "norm/scale"]
     # Without the model the filter sees only variables: no enclosing layer.
     assert _names(nnx.state(net, tw.nnx_filter(tw.inside(nnx.LayerNorm)))) == []
-    # Like tw.mask, the selector is asked about variables, not layers: strict (the
-    # default with a model) says so; non-strict, nothing is selected.
-    with pytest.raises(tw.NoMatchError, match=r"layers, not leaves.*tw.inside"):
-        tw.nnx_filter(tw.of_type(nnx.LayerNorm), net)
-    f2 = tw.nnx_filter(tw.of_type(nnx.LayerNorm), net, strict=False)
-    assert _names(nnx.state(net, f2)) == []
+    # Like tw.mask, a selector that picks a layer picks every variable in it.
+    f2 = tw.nnx_filter(tw.of_type(nnx.LayerNorm), net)
+    assert _names(nnx.state(net, f2)) == ["norm/bias", "norm/scale"]
     decay = tw.nnx_filter(~tw.inside(nnx.LayerNorm) & ~tw.name("bias"), net)
     assert _names(nnx.state(net, decay)) == ["count", "l1/kernel", "l10/kernel"]
     assert "nnx_filter" in repr(f)

@@ -46,7 +46,7 @@ def test_torch_convnet_loads_with_no_rules_and_gives_pytorchs_outputs(framework)
     x, y = io("convnet")
     model, apply = convnets(x)[framework]
     before = copy(nnx.state(model) if framework == "nnx" else model)
-    loaded = tw.load(model, CONVNET, layout="torch")
+    loaded = tw.load(model, CONVNET, convention="torch")
     close(apply(loaded, x), y)
     # The input is untouched.
     leaves_equal(nnx.state(model) if framework == "nnx" else model, before)
@@ -55,8 +55,8 @@ def test_torch_convnet_loads_with_no_rules_and_gives_pytorchs_outputs(framework)
 def test_a_flat_mapping_and_a_file_load_the_same():
     x, y = io("convnet")
     model = EqxConvNet(jax.random.key(0))
-    from_dict = tw.load(model, load_file(CONVNET), layout="torch")
-    from_file = tw.load(model, str(CONVNET), layout="torch")
+    from_dict = tw.load(model, load_file(CONVNET), convention="torch")
+    from_file = tw.load(model, str(CONVNET), convention="torch")
     leaves_equal(from_dict, from_file)
     close(from_dict(x), y)
 
@@ -65,35 +65,35 @@ def test_sequential_mlp_into_eqx_mlp_with_a_rename_rule():
     x, y = io("mlp")
     mlp = eqx.nn.MLP(4, 3, 8, 2, key=jax.random.key(0))
     rules = [(r"^0/", "layers/0/"), (r"^2/", "layers/1/"), (r"^4/", "layers/2/")]
-    loaded = tw.load(mlp, MLP, layout="torch", rename=rules)
+    loaded = tw.load(mlp, MLP, convention="torch", rename=rules)
     close(jax.vmap(loaded)(x), y)
 
     def rename(key):  # "2/weight" -> "layers/1/weight"
         index, name = key.split("/")
         return f"layers/{int(index) // 2}/{name}"
 
-    leaves_equal(tw.load(mlp, MLP, layout="torch", rename=rename), loaded)
+    leaves_equal(tw.load(mlp, MLP, convention="torch", rename=rename), loaded)
 
 
 @pytest.mark.parametrize("make", [EqxEncoder, NnxEncoder], ids=["equinox", "nnx"])
 def test_hub_named_transformer_into_a_reimplementation(make):
     x, y = io("encoder")
     model = make(nnx.Rngs(0) if make is NnxEncoder else jax.random.key(0))
-    loaded = tw.load(model, ENCODER, layout="torch", rename=ENCODER_RENAME)
+    loaded = tw.load(model, ENCODER, convention="torch", rename=ENCODER_RENAME)
     close(loaded(jnp.asarray(x)), y)
 
 
 def test_square_weights_load_the_right_way_round():
     w = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)  # PyTorch (out, in)
     sd = {"weight": w, "bias": np.zeros(2, np.float32)}
-    eqx_lin = tw.load(eqx.nn.Linear(2, 2, key=jax.random.key(0)), sd, layout="torch")
+    eqx_lin = tw.load(eqx.nn.Linear(2, 2, key=jax.random.key(0)), sd, convention="torch")
     np.testing.assert_array_equal(eqx_lin.weight, w)
-    nnx_lin = tw.load(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), sd, layout="torch")
+    nnx_lin = tw.load(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), sd, convention="torch")
     np.testing.assert_array_equal(nnx_lin.kernel[...], w.T)
     linen = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}
-    np.testing.assert_array_equal(tw.load(linen, sd, layout="torch")["kernel"], w.T)
+    np.testing.assert_array_equal(tw.load(linen, sd, convention="torch")["kernel"], w.T)
     haiku = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
-    np.testing.assert_array_equal(tw.load(haiku, sd, layout="torch")["w"], w.T)
+    np.testing.assert_array_equal(tw.load(haiku, sd, convention="torch")["w"], w.T)
     # And each gives PyTorch's `x @ w.T` on an input.
     xs = np.array([1.0, 10.0], np.float32)
     close(eqx_lin(xs), w @ xs)
@@ -112,7 +112,7 @@ def test_every_problem_is_reported_at_once_and_nothing_changes():
     sd["head.weight"] = np.zeros((3, 16), np.float32)  # unexpected
     sd["fc1.weight"] = np.zeros((16, 65), np.float32)  # wrong shape
     with pytest.raises(tw.LoadError) as info:
-        tw.load(model, sd, layout="torch")
+        tw.load(model, sd, convention="torch")
     err = info.value
     assert isinstance(err, tw.TreewalkError) and isinstance(err, ValueError)
     msg = str(err)
@@ -130,13 +130,13 @@ def test_strict_false_loads_what_matches_and_keeps_the_rest():
     sd = convnet_state_dict()
     del sd["fc2.bias"], sd["fc2.weight"]
     sd["extra.weight"] = np.zeros(3, np.float32)
-    loaded = tw.load(model, sd, layout="torch", strict=False)
+    loaded = tw.load(model, sd, convention="torch", strict=False)
     np.testing.assert_array_equal(loaded.fc2.kernel[...], model.fc2.kernel[...])
     np.testing.assert_array_equal(loaded.fc1.kernel[...], sd["fc1.weight"].T)
     # With fc2 taken from the fixture too, the outputs are PyTorch's.
     full = convnet_state_dict()
     rest = {"fc2.weight": full["fc2.weight"], "fc2.bias": full["fc2.bias"]}
-    close(tw.load(loaded, rest, layout="torch", strict=False)(x), y)
+    close(tw.load(loaded, rest, convention="torch", strict=False)(x), y)
 
 
 def test_strict_false_still_refuses_shape_mismatches():
@@ -159,7 +159,7 @@ def test_rename_none_skips_and_torch_counters_are_skipped():
     sd = {"weight": np.ones((2, 3)), "bias": np.ones(2), "junk": np.ones(4)}
     sd["bn.num_batches_tracked"] = np.array(3)
     lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
-    plan = tw.load_plan(lin, sd, layout="torch", rename=lambda k: None if k == "junk" else k)
+    plan = tw.load_plan(lin, sd, convention="torch", rename=lambda k: None if k == "junk" else k)
     assert [(s.key, s.status) for s in plan.steps] == [
         ("weight", "load"),
         ("bias", "load"),
@@ -173,7 +173,7 @@ def test_load_plan_is_a_table_of_what_would_happen():
     model = NnxConvNet(nnx.Rngs(0))
     sd = convnet_state_dict()
     del sd["norm.bias"]
-    plan = tw.load_plan(model, sd, layout="torch")
+    plan = tw.load_plan(model, sd, convention="torch")
     text = str(plan)
     assert text.splitlines()[0].split() == ["destination", "source", "key", "conversion", "status"]
     row = next(line for line in text.splitlines() if line.startswith("fc2/kernel"))
@@ -199,12 +199,12 @@ def test_boxes_and_their_metadata_survive():
         name="fc",
     )
     params = {"fc": dense.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]}
-    out = tw.load(params, sd, layout="torch")
+    out = tw.load(params, sd, convention="torch")
     assert isinstance(out["fc"]["kernel"], nn.Partitioned)
     assert out["fc"]["kernel"].names == (None, "x")
     np.testing.assert_array_equal(out["fc"]["kernel"].value, np.ones((4, 3)))
     model = tw.load(
-        nnx.Linear(4, 3, rngs=nnx.Rngs(0)), {k[3:]: v for k, v in sd.items()}, layout="torch"
+        nnx.Linear(4, 3, rngs=nnx.Rngs(0)), {k[3:]: v for k, v in sd.items()}, convention="torch"
     )
     assert type(model.kernel) is nnx.Param
 
@@ -213,24 +213,24 @@ def test_abstract_destinations_are_materialised_from_a_file():
     x, y = io("convnet")
     abstract = eqx.filter_eval_shape(EqxConvNet, jax.random.key(0))
     assert isinstance(abstract.fc1.weight, jax.ShapeDtypeStruct)
-    close(tw.load(abstract, CONVNET, layout="torch")(x), y)
+    close(tw.load(abstract, CONVNET, convention="torch")(x), y)
     abstract = nnx.eval_shape(lambda: NnxConvNet(nnx.Rngs(0)))
-    close(tw.load(abstract, CONVNET, layout="torch")(x), y)
+    close(tw.load(abstract, CONVNET, convention="torch")(x), y)
     linen = LinenConvNet()
     params = jax.eval_shape(linen.init, jax.random.key(0), x)["params"]
-    close(linen.apply({"params": tw.load(params, CONVNET, layout="torch")}, x), y)
+    close(linen.apply({"params": tw.load(params, CONVNET, convention="torch")}, x), y)
     hk_params = jax.eval_shape(haiku_convnet.init, jax.random.key(0), x)
-    close(haiku_convnet.apply(tw.load(hk_params, CONVNET, layout="torch"), x), y)
+    close(haiku_convnet.apply(tw.load(hk_params, CONVNET, convention="torch"), x), y)
 
 
 def test_a_pytree_source_of_another_framework():
     x, y = io("convnet")
-    nnx_model = tw.load(NnxConvNet(nnx.Rngs(0)), CONVNET, layout="torch")
-    # The source's convention is told by its types: NNX -> Equinox, no layout needed.
+    nnx_model = tw.load(NnxConvNet(nnx.Rngs(0)), CONVNET, convention="torch")
+    # The source's convention is told by its types: NNX -> Equinox, no convention needed.
     eqx_model = tw.load(EqxConvNet(jax.random.key(0)), nnx_model)
     close(eqx_model(x), y)
     linen_params = tw.load(convnets(x)["linen"][0], eqx_model)
-    hk_params = tw.load(convnets(x)["haiku"][0], linen_params, layout="flax")
+    hk_params = tw.load(convnets(x)["haiku"][0], linen_params, convention="flax")
     close(haiku_convnet.apply(hk_params, x), y)
 
 
@@ -238,7 +238,7 @@ def test_a_pytree_source_of_another_framework():
 def test_export_to_torch_gives_the_pytorch_state_dict_back(framework):
     x, _ = io("convnet")
     model, _ = convnets(x)[framework]
-    sd = tw.export(tw.load(model, CONVNET, layout="torch"), layout="torch")
+    sd = tw.export(tw.load(model, CONVNET, convention="torch"), convention="torch")
     want = load_file(CONVNET)
     assert sorted(sd) == sorted(want)
     for k, v in want.items():
@@ -246,22 +246,22 @@ def test_export_to_torch_gives_the_pytorch_state_dict_back(framework):
         np.testing.assert_array_equal(sd[k], v, err_msg=k)
 
 
-@pytest.mark.parametrize("layout", ["torch", "equinox", "flax", "haiku"])
+@pytest.mark.parametrize("convention", ["torch", "equinox", "flax", "haiku"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_export_then_load_is_the_identity(framework, layout, tmp_path):
+def test_export_then_load_is_the_identity(framework, convention, tmp_path):
     x, _ = io("convnet")
     model, _ = convnets(x)[framework]
-    out = tw.export(model, layout=layout)
-    leaves_equal(tw.load(model, out, layout=layout), model)
+    out = tw.export(model, convention=convention)
+    leaves_equal(tw.load(model, out, convention=convention), model)
     save_file(out, str(tmp_path / "m.safetensors"))
-    leaves_equal(tw.load(model, tmp_path / "m.safetensors", layout=layout), model)
+    leaves_equal(tw.load(model, tmp_path / "m.safetensors", convention=convention), model)
 
 
-def test_export_keys_per_layout():
+def test_export_keys_per_convention():
     model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-    assert sorted(tw.export(model, layout="haiku")) == ["b", "w"]
+    assert sorted(tw.export(model, convention="haiku")) == ["b", "w"]
     enc = EqxEncoder(jax.random.key(0))
-    keys = tw.export(enc, layout="flax")
+    keys = tw.export(enc, convention="flax")
     assert "layers/1/ln2/scale" in keys and keys["layers/1/q/kernel"].shape == (8, 8)
     np.testing.assert_array_equal(
         keys["layers/1/up/kernel"], np.asarray(enc.layers[1].up.weight).T
@@ -275,13 +275,13 @@ def test_npz_source(tmp_path):
     sd = convnet_state_dict()
     np.savez(tmp_path / "sd.npz", **sd)
     x, y = io("convnet")
-    close(tw.load(NnxConvNet(nnx.Rngs(0)), tmp_path / "sd.npz", layout="torch")(x), y)
+    close(tw.load(NnxConvNet(nnx.Rngs(0)), tmp_path / "sd.npz", convention="torch")(x), y)
 
 
 def test_bad_arguments_are_reported():
     lin = eqx.nn.Linear(3, 2, key=jax.random.key(0))
-    with pytest.raises(tw.ArgumentError, match="layout='pytorch' is not a known convention"):
-        tw.load(lin, {}, layout="pytorch")
+    with pytest.raises(tw.ArgumentError, match="convention='pytorch' is not a known"):
+        tw.load(lin, {}, convention="pytorch")
     with pytest.raises(tw.ArgumentError, match="no file"):
         tw.load(lin, "/nonexistent/model.safetensors")
     with pytest.raises(tw.ArgumentError, match=".safetensors and .npz"):
@@ -305,7 +305,7 @@ def test_batchnorm_statistics_and_rng_state():
         "bn.running_mean": rng.normal(size=4), "bn.running_var": rng.uniform(size=4),
         "bn.num_batches_tracked": np.array(10), "emb.weight": rng.normal(size=(5, 4)),
     }  # fmt: skip
-    net = tw.load(Net(nnx.Rngs(0)), sd, layout="torch")
+    net = tw.load(Net(nnx.Rngs(0)), sd, convention="torch")
     for name, value in (("scale", "weight"), ("mean", "running_mean"), ("var", "running_var")):
         np.testing.assert_allclose(getattr(net.bn, name)[...], sd[f"bn.{value}"], rtol=1e-6)
     assert type(net.bn.mean) is nnx.BatchStat
@@ -331,7 +331,7 @@ def test_the_loaded_model_never_shares_memory_with_the_source():
     weight = np.frombuffer(mmap.mmap(-1, 2 * 3 * 4), np.float32).reshape(2, 3)
     weight[...] = 1.0
     sd = {"weight": weight, "bias": np.zeros(2, np.float32)}
-    lin = tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), sd, layout="torch")
+    lin = tw.load(eqx.nn.Linear(3, 2, key=jax.random.key(0)), sd, convention="torch")
     numpy_tree = tw.load({"weight": np.zeros((2, 3), np.float32)}, {"weight": weight})
     weight[...] = 7.0  # the caller keeps using its arrays
     np.testing.assert_array_equal(lin.weight, np.ones((2, 3)))
@@ -342,15 +342,15 @@ def test_into_names_the_convention_of_a_plain_dict():
     norm = {"norm": {"scale": jnp.zeros(4), "bias": jnp.zeros(4)}}  # no kernel: not told
     sd = {"norm.weight": np.full(4, 2.0, np.float32), "norm.bias": np.ones(4, np.float32)}
     with pytest.raises(tw.LoadError, match="'norm/scale'"):
-        tw.load(norm, sd, layout="torch")
-    out = tw.load(norm, sd, layout="torch", into="flax")
+        tw.load(norm, sd, convention="torch")
+    out = tw.load(norm, sd, convention="torch", into="flax")
     np.testing.assert_array_equal(out["norm"]["scale"], sd["norm.weight"])
 
 
 def test_haiku_module_names_are_reached_with_a_prefix_rule():
     x, y = io("convnet")
     params = {f"net/~/{k}": v for k, v in haiku_convnet.init(jax.random.key(0), x).items()}
-    loaded = tw.load(params, CONVNET, layout="torch", rename=[(r"^", "net/~/")])
+    loaded = tw.load(params, CONVNET, convention="torch", rename=[(r"^", "net/~/")])
     unprefixed = {k.removeprefix("net/~/"): v for k, v in loaded.items()}
     close(haiku_convnet.apply(unprefixed, x), y)
 
@@ -362,10 +362,10 @@ def test_conv_1d_and_3d_layouts(ndim):
     weight = np.arange(3 * 2 * 2**ndim, dtype=np.float32).reshape(3, 2, *k)
     sd = {"weight": weight, "bias": np.arange(3, dtype=np.float32)}
     conv = nnx.Conv(2, 3, k, padding="VALID", rngs=nnx.Rngs(0))
-    loaded = tw.load(conv, sd, layout="torch")
+    loaded = tw.load(conv, sd, convention="torch")
     np.testing.assert_array_equal(loaded.kernel[...], np.moveaxis(weight, (0, 1), (-1, -2)))
     make = eqx.nn.Conv1d if ndim == 1 else eqx.nn.Conv3d
-    eqx_conv = tw.load(make(2, 3, 2, key=jax.random.key(0)), sd, layout="torch")
+    eqx_conv = tw.load(make(2, 3, 2, key=jax.random.key(0)), sd, convention="torch")
     np.testing.assert_array_equal(eqx_conv.weight, weight)
     assert eqx_conv.bias.shape == (3,) + (1,) * ndim
     if ndim == 1:  # the two compute the same convolution (NCW vs NWC)
@@ -382,12 +382,12 @@ def test_long_problem_lists_are_cut_short():
     assert len(info.value.plan.problems()) == 31
 
 
-def test_a_forgotten_layout_is_pointed_out():
+def test_a_forgotten_convention_is_pointed_out():
     sd = {"weight": np.ones((2, 3), np.float32), "bias": np.ones(2, np.float32)}
-    with pytest.raises(tw.LoadError, match="needs layout='torch'"):
+    with pytest.raises(tw.LoadError, match="needs convention='torch'"):
         tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), sd)
     with pytest.raises(tw.LoadError, match="strict=False does not skip"):
-        tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, layout="torch", strict=False)
+        tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, convention="torch", strict=False)
 
 
 def test_penzai_parameters_load_by_name_and_stay_parameters():

@@ -50,15 +50,15 @@ def test_sharded_destination_gets_each_array_in_its_sharding(checkpoint):
     }
     cols = {"fc": {"kernel": put((16, 8), P(None, "x")), "bias": put((8,), P())}}
     plain = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape), sharded)
-    want = tw.load(plain, sd, layout="torch")
+    want = tw.load(plain, sd, convention="torch")
     np.testing.assert_array_equal(want["fc"]["kernel"], sd["fc.weight"].T)
     for source in (sd, path):
-        got = tw.load(sharded, source, layout="torch")
+        got = tw.load(sharded, source, convention="torch")
         for g, w, s in zip(*map(jax.tree_util.tree_leaves, (got, want, sharded)), strict=True):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
             specs_equal(g.sharding, s.sharding)
             assert len(g.addressable_shards) == 8
-        got = tw.load(cols, source, layout="torch", strict=False)
+        got = tw.load(cols, source, convention="torch", strict=False)
         np.testing.assert_array_equal(np.asarray(got["fc"]["kernel"]), sd["fc.weight"].T)
         specs_equal(got["fc"]["kernel"].sharding, cols["fc"]["kernel"].sharding)
         assert got["fc"]["kernel"].addressable_shards[0].data.shape == (16, 1)
@@ -74,7 +74,7 @@ def test_abstract_sharded_destinations(checkpoint):
             "bias": jax.ShapeDtypeStruct((8,), jnp.float32),
         }
     }
-    got = tw.load(abstract, path, layout="torch", strict=False)
+    got = tw.load(abstract, path, convention="torch", strict=False)
     np.testing.assert_array_equal(np.asarray(got["fc"]["kernel"]), sd["fc.weight"].T)
     specs_equal(got["fc"]["kernel"].sharding, sharding)
     np.testing.assert_array_equal(np.asarray(got["fc"]["bias"]), sd["fc.bias"])
@@ -85,8 +85,8 @@ def test_abstract_sharded_destinations(checkpoint):
         model = nnx.eval_shape(lambda: nnx.Linear(16, 8, kernel_init=init, rngs=nnx.Rngs(0)))
     fc = {k[3:]: v for k, v in sd.items() if k.startswith("fc.")}
     for loaded in (
-        tw.load(model, fc, layout="torch", mesh=mesh),
-        _under(mesh, lambda: tw.load(model, fc, layout="torch")),
+        tw.load(model, fc, convention="torch", mesh=mesh),
+        _under(mesh, lambda: tw.load(model, fc, convention="torch")),
     ):
         assert type(loaded.kernel) is nnx.Param
         np.testing.assert_array_equal(np.asarray(loaded.kernel[...]), sd["fc.weight"].T)

@@ -50,7 +50,7 @@ def convnet():
 def test_a_live_state_dict_of_tensors_loads_into_every_framework(framework, convnet):
     net, x = convnet
     model, apply = convnets(x)[framework]
-    loaded = tw.load(model, net.state_dict(), layout="torch")  # torch tensors as values
+    loaded = tw.load(model, net.state_dict(), convention="torch")  # torch tensors as values
     close(apply(loaded, x), run(net, x))
 
 
@@ -59,7 +59,7 @@ def test_export_loads_into_pytorch_and_gives_the_same_outputs(framework, convnet
     _, x = convnet
     model, apply = convnets(x)[framework]  # its own random weights
     fresh = tfix.ConvNet().eval()
-    fresh.load_state_dict(to_torch(tw.export(model, layout="torch")))  # strict
+    fresh.load_state_dict(to_torch(tw.export(model, convention="torch")))  # strict
     close(run(fresh, x), apply(model, x))
 
 
@@ -73,7 +73,7 @@ def test_sequential_mlp_both_ways():
         index, name = key.split("/")
         return f"layers/{int(index) // 2}/{name}"
 
-    loaded = tw.load(mlp, seq.state_dict(), layout="torch", rename=into)
+    loaded = tw.load(mlp, seq.state_dict(), convention="torch", rename=into)
     close(jax.vmap(loaded)(x), run(seq, x))
 
     def back(key):
@@ -104,7 +104,7 @@ def test_transformer_both_ways(make):
     enc = tfix.Encoder().eval()
     tokens = np.array([0, 10, 2, 2, 7])
     model = make(nnx.Rngs(0) if make is NnxEncoder else jax.random.key(0))
-    loaded = tw.load(model, enc.state_dict(), layout="torch", rename=ENCODER_RENAME)
+    loaded = tw.load(model, enc.state_dict(), convention="torch", rename=ENCODER_RENAME)
     close(loaded(jnp.asarray(tokens)), run(enc, tokens))
     fresh = tfix.Encoder().eval()
     fresh.load_state_dict(to_torch(tw.export(model, rename=HUB)))

@@ -118,10 +118,13 @@ def test_variable_kinds_by_type():
 def test_mask_of_state():
     state = nnx.state(nnx_model())
     mask = tw.mask(state, "**/bias")
-    # Pure: a bool where each Variable was, the form nnx.Optimizer hands optax.
-    assert jax.tree.structure(mask) == jax.tree.structure(nnx.as_pure(state))
-    assert isinstance(mask, nnx.State)
-    flags = {tw.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(mask)}
+    # The State's structure (its Variables hold bools), for jax.tree.map over the State;
+    # wrt= gives the pure form nnx.Optimizer hands optax.
+    assert jax.tree.structure(mask) == jax.tree.structure(state)
+    assert isinstance(mask, nnx.State) and isinstance(mask["l1"]["bias"], nnx.Param)
+    pure = tw.mask(state, "**/bias", wrt=nnx.Param)
+    assert jax.tree.structure(pure) == jax.tree.structure(nnx.as_pure(state))
+    flags = {tw.path_str(p): v for p, v in jax.tree_util.tree_leaves_with_path(pure)}
     assert flags == {
         "l1/bias": True,
         "l1/kernel": False,

@@ -40,27 +40,41 @@ def test_where_on_a_tree_of_another_structure_names_a_missing_path():
         where({"dense": PARAMS["dense"]})
 
 
-def test_mask_asks_about_leaves_only():
-    # "norm" matches a layer, no leaf: strict (the default) refuses it; non-strict, the
-    # mask is all False.
-    with pytest.raises(tw.NoMatchError, match=r"matches layers, not leaves.*tw.inside"):
-        tw.mask(PARAMS, "norm")
-    assert tw.mask(PARAMS, "norm", strict=False) == {
-        "dense": {"kernel": False, "bias": False},
-        "norm": {"scale": False, "bias": False},
-        "step": False,
-    }
-    assert tw.mask(PARAMS, tw.inside("norm")) == {
+def test_mask_marks_the_leaves_replace_would_change():
+    # "norm" picks a layer: replace hands it over whole, so mask marks every leaf in it,
+    # as inside("norm") does; "norm/**" is what lies below it, the same leaves.
+    in_norm = {
         "dense": {"kernel": False, "bias": False},
         "norm": {"scale": True, "bias": True},
         "step": False,
     }
-    # `~name("bias")` matches the root dict too, but a mask only asks about leaves.
+    assert tw.mask(PARAMS, "norm") == tw.mask(PARAMS, tw.inside("norm")) == in_norm
+    assert tw.mask(PARAMS, "norm/**") == in_norm
+    changed = tw.replace(PARAMS, "norm", lambda p, x, k: jax.tree.map(jnp.zeros_like, x))
+    for path, marked in tw.select(tw.mask(PARAMS, "norm"), tw.arrays | tw.predicate(_bool)):
+        was, now = _at(PARAMS, path), _at(changed, path)
+        assert marked == (was is not now), tw.path_str(path)
+    # `~name("bias")` picks leaves only (a negation picks leaves): never the root dict.
     assert tw.mask(PARAMS, ~tw.name("bias")) == {
         "dense": {"kernel": True, "bias": False},
         "norm": {"scale": True, "bias": False},
         "step": True,
     }
+    assert [tw.path_str(p) for p in tw.paths(PARAMS, ~tw.name("bias"))] == [
+        "dense/kernel",
+        "norm/scale",
+        "step",
+    ]
+
+
+def _bool(path, x):
+    return isinstance(x, bool)
+
+
+def _at(tree, path):
+    for entry in path:
+        tree = tree[entry.key]
+    return tree
 
 
 def test_mask_with_optax_masked_on_a_dict():

@@ -142,7 +142,7 @@ def test_keys_are_per_node_and_path_derived():
 
 def test_split_policy_is_split_in_traversal_order():
     tree = layers(2)
-    out = tw.replace(tree, tw.arrays, normal, key=jax.random.key(0), keys="split")
+    out = tw.replace(tree, tw.arrays, normal, key=jax.random.key(0), key_policy="split")
     keys = list(jax.random.split(jax.random.key(0), 4))
     expected = [
         jax.random.normal(k, x.shape)
@@ -168,8 +168,8 @@ def test_legacy_and_typed_keys():
         tw.replace(tree, tw.arrays, fn, key=3)
     with pytest.raises(tw.PRNGKeyError, match="single PRNG key"):
         tw.replace(tree, tw.arrays, fn, key=jax.random.split(jax.random.key(0), 2))
-    with pytest.raises(tw.ArgumentError, match="keys= must be"):
-        tw.replace(tree, tw.arrays, fn, key=jax.random.key(0), keys="fold")
+    with pytest.raises(tw.ArgumentError, match="key_policy= must be"):
+        tw.replace(tree, tw.arrays, fn, key=jax.random.key(0), key_policy="fold")
     with pytest.raises(tw.ArgumentError, match="`fn` must be callable"):
         tw.replace(tree, tw.arrays, "zeros")
 
@@ -179,9 +179,9 @@ def test_batched_draws_equal_leaf_by_leaf_draws():
     init = jax.nn.initializers.truncated_normal(0.5)
     key = jax.random.key(3)
     for policy in ("path", "split"):
-        batched = tw.replace(tree, tw.arrays, tw.initializer(init), key=key, keys=policy)
+        batched = tw.replace(tree, tw.arrays, tw.initializer(init), key=key, key_policy=policy)
         single = tw.replace(
-            tree, tw.arrays, lambda p, x, k: init(k, x.shape, x.dtype), key=key, keys=policy
+            tree, tw.arrays, lambda p, x, k: init(k, x.shape, x.dtype), key=key, key_policy=policy
         )
         assert trees_equal(batched, single)
 

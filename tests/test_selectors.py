@@ -51,7 +51,13 @@ def strs(selector, tree=TREE, **kw):
         ("*/w", ["mlp/~/linear_0/w"]),  # the Haiku key is ONE segment
         ("mlp/*", []),  # ... so `*` never crosses its `/` (fnmatch would)
         (("mlp/~/linear_0", "*"), ["mlp/~/linear_0/b", "mlp/~/linear_0/w"]),
-        ("**/norm/**", ["encoder/norm", "encoder/norm/bias", "encoder/norm/scale"]),
+        # A trailing `/**` is the leaves below (as in .gitignore): not `norm` itself.
+        ("**/norm/**", ["encoder/norm/bias", "encoder/norm/scale"]),
+        ("encoder/**/norm/**", ["encoder/norm/bias", "encoder/norm/scale"]),
+        (
+            "encoder/layers/**",
+            ["encoder/layers/" + s for s in ("0/bias", "0/w", "1/bias", "1/w")],
+        ),
     ],
 )
 def test_glob(pattern, expected):
@@ -128,7 +134,7 @@ def test_selectors_are_immutable_values():
     assert {a, tw.glob("**/bias")} == {a}
     with pytest.raises(AttributeError, match="immutable"):
         a.pattern = "x"
-    assert ~~a == a
+    assert ~~a == ~~tw.glob("**/bias") and ~~a != a  # the leaves `a` covers
 
 
 @pytest.mark.parametrize(
@@ -154,8 +160,10 @@ def test_bad_selectors(bad, error, message):
 def test_bad_regex_and_constructor_arguments():
     with pytest.raises(tw.PatternError, match=r"regex '\(' does not compile"):
         tw.regex("(")
-    with pytest.raises(tw.PatternError, match="at least one name"):
+    with pytest.raises(tw.SelectorError, match="at least one name"):
         tw.name()
+    with pytest.raises(tw.SelectorError, match="at least one type"):
+        tw.of_type()
     with pytest.raises(tw.SelectorError, match="takes classes"):
         tw.of_type("Linear")
     with pytest.raises(tw.SelectorError, match="callable"):
@@ -187,17 +195,34 @@ def tree_and_selectors(draw):
     return tree, draw(selectors(tree)), draw(selectors(tree))
 
 
+class leaves(tw.Selector):
+    """The leaves of the walk, by `Node.leaf` (a selector of one's own, as users write)."""
+
+    def match(self, n):
+        return n.leaf
+
+
+def covered_by(hits, path):
+    """Is `path` one of `hits` or below one?"""
+    return any(path[:k] in hits for k in range(len(path) + 1))
+
+
 @given(tree_and_selectors())
 def test_boolean_algebra(args):
     tree, a, b = args
     universe = tw.paths(tree, tw.everything)
+    leaf_paths = tw.paths(tree, leaves())
     A, B = set(tw.paths(tree, a)), set(tw.paths(tree, b))
     assert tw.paths(tree, a & b) == [p for p in universe if p in A and p in B]
     assert tw.paths(tree, a | b) == [p for p in universe if p in A or p in B]
-    assert tw.paths(tree, ~a) == [p for p in universe if p not in A]
-    assert tw.paths(tree, ~(a & b)) == tw.paths(tree, ~a | ~b)  # De Morgan
-    assert tw.paths(tree, ~(a | b)) == tw.paths(tree, ~a & ~b)
-    assert tw.paths(tree, tw.Selector.__invert__(~a)) == tw.paths(tree, a)  # double negation
+    # A negation picks the leaves the selector does not cover (pick, or lie below a pick).
+    assert tw.paths(tree, ~a) == [p for p in leaf_paths if not covered_by(A, p)]
+    assert tw.paths(tree, ~(a | b)) == tw.paths(tree, ~a & ~b)  # De Morgan
+    covered = [p for p in leaf_paths if covered_by(A, p)]
+    assert tw.paths(tree, ~~a) == covered  # ~(~a): the leaves `a` covers
+    m, n = tw.mask(tree, a, strict=False), tw.mask(tree, ~a, strict=False)
+    bools = tw.predicate(lambda p, x: isinstance(x, bool))
+    assert [not x for _, x in tw.select(m, bools)] == [x for _, x in tw.select(n, bools)]
 
 
 @given(pytrees())
@@ -211,25 +236,27 @@ def test_glob_star_star_and_literal_globs(tree):
 
 
 @given(tree_and_selectors())
-def test_mask_has_tree_structure_and_is_true_exactly_at_selected_leaves(args):
+def test_mask_has_tree_structure_and_is_true_exactly_at_covered_leaves(args):
     tree, a, _ = args
     m = tw.mask(tree, a, strict=False)  # drawn selectors may have atoms matching nothing
     hits = set(tw.paths(tree, a))
-    if isinstance(tree, nnx.Module | nnx.State):
-        # The mask of an NNX tree is pure: a bool per Variable (per Param, from a
-        # module), as nnx.Optimizer hands optax the parameters.
-        want = nnx.as_pure(nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree)
+    hit_strs = {tw.path_str(p) for p in hits}
+    if isinstance(tree, nnx.Module):
+        # The mask of an NNX module is pure: a bool per Param, as nnx.Optimizer hands
+        # optax the parameters.
+        want = nnx.as_pure(nnx.state(tree, nnx.Param))
         assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(want)
-        hit_strs = {tw.path_str(p) for p in hits}
         for path, value in jax.tree_util.tree_flatten_with_path(m)[0]:
-            assert value == (tw.path_str(path) in hit_strs), tw.path_str(path)
+            segs = tw.path_str(path).split("/")
+            on = any("/".join(segs[:k]) in hit_strs for k in range(len(segs) + 1))
+            assert value == on, tw.path_str(path)
         return
     assert jax.tree_util.tree_structure(m) == jax.tree_util.tree_structure(tree)
     visible = set(tw.paths(tree, tw.everything))  # a tie's later paths are not visited
-    for path, value in jax.tree_util.tree_flatten_with_path(m)[0]:
+    for path, value in tw.select(m, leaves()):
         assert isinstance(value, bool)
         if path in visible:
-            assert value == (path in hits), tw.path_str(path)
+            assert value == covered_by(hits, path), tw.path_str(path)
 
 
 def test_pair_fields_are_selectable_by_name():

@@ -165,7 +165,12 @@ def deep_results(deep_abstract):
     for name, make in MESHES.items():
         mesh = make()
         m = _Materializer(
-            deep_abstract, INIT, plan=deep_plan(("a", "b")), mesh=mesh, keys="path", strict=True
+            deep_abstract,
+            INIT,
+            plan=deep_plan(("a", "b")),
+            mesh=mesh,
+            key_policy="path",
+            strict=True,
         )
         out[name] = (mesh, m(jax.random.key(1)), m.lower(jax.random.key(1)).compile().as_text())
     return out
@@ -267,8 +272,10 @@ def test_materialize_key_kinds_and_split_policy():
     legacy = tw.materialize(abstract, NORMAL, key=jax.random.PRNGKey(0), **kw)
     typed = tw.materialize(abstract, NORMAL, key=jax.random.key(0), **kw)
     same_values(legacy, typed)
-    split = tw.materialize(abstract, NORMAL, key=jax.random.key(0), keys="split", **kw)
-    same_values(split, tw.replace(abstract, "*", NORMAL, key=jax.random.key(0), keys="split"))
+    split = tw.materialize(abstract, NORMAL, key=jax.random.key(0), key_policy="split", **kw)
+    same_values(
+        split, tw.replace(abstract, "*", NORMAL, key=jax.random.key(0), key_policy="split")
+    )
     assert not bool((split["w"] == typed["w"]).all())
 
 

@@ -44,7 +44,7 @@ def test_treewalk_transforms_obey_the_laws():
 
 def test_split_keys_are_deterministic_too():
     check_key_deterministic(
-        lambda t, k: tw.replace(t, tw.arrays, _normal, key=k, keys="split", strict=False),
+        lambda t, k: tw.replace(t, tw.arrays, _normal, key=k, key_policy="split", strict=False),
         max_examples=N,
     )
 

@@ -117,7 +117,8 @@ def decay_steps(net, mask, steps=3, lr=0.1, wd=0.5):
     "make_mask",
     [
         lambda net: tw.mask(net, DECAY),  # from the module: inside() sees the LayerNorm
-        lambda net: tw.mask(nnx.state(net, nnx.Param), ~tw.name("bias", "scale")),
+        # A State's mask has the State's structure; wrt= gives the optimiser's pure form.
+        lambda net: tw.mask(nnx.state(net, nnx.Param), ~tw.name("bias", "scale"), wrt=nnx.Param),
         lambda net: lambda p: tw.mask(p, ~tw.name("bias", "scale")),  # a mask function
     ],
     ids=["module", "state", "function"],
@@ -131,6 +132,24 @@ def test_weight_decay_mask_decays_exactly_the_kernels(make_mask):
         want = x * factor if path.endswith("kernel") else x
         np.testing.assert_allclose(after[path], want, rtol=1e-6, err_msg=path)
     assert sum(p.endswith("kernel") for p in before) == 2
+
+
+def test_plain_optax_over_an_nnx_state_takes_the_states_mask():
+    # optax.masked maps the mask over the params: a State's mask has the State's boxes.
+    net = Net(nnx.Rngs(0))
+    params = nnx.state(net, nnx.Param)
+    tx = optax.adamw(0.1, weight_decay=0.5, mask=tw.mask(params, ~tw.name("bias", "scale")))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    moved = {tw.path_str(p): bool((x != 0).any()) for p, x in tw.select(updates, tw.arrays)}
+    assert moved == {
+        "l1/bias": False,
+        "l1/kernel": True,
+        "l2/bias": False,
+        "l2/kernel": True,
+        "norm/bias": False,
+        "norm/scale": False,
+    }
 
 
 def test_the_mask_of_nnx_trees_is_pure():

@@ -68,10 +68,10 @@ def same(path: tuple[Any, ...], node: Any) -> Any:
 
 out = tw.prewalk(same, out)
 out = tw.postwalk(lambda path, node: node, out)
-state = tw.export(out, layout="torch")
+state = tw.export(out, convention="torch")
 arrays: dict[str, np.ndarray[Any, Any]] = state
-loaded = tw.load(out, arrays, layout="torch")
-plan = tw.load_plan(out, state, layout="torch")
+loaded = tw.load(out, arrays, convention="torch")
+plan = tw.load_plan(out, state, convention="torch")
 assert not plan.problems() and plan.steps[0].status == "load" and loaded
 init = tw.init.variance_scaling(2.0, "fan_in", "normal")
 assert init.scale == 2.0 and tw.init.orthogonal().layout is None

@@ -30,6 +30,9 @@ from ._core.node import Node as Node
 from ._core.paths import BoxKey as BoxKey
 from ._core.paths import path_segments as path_segments
 from ._core.paths import path_str as path_str
+from ._core.types import IsLeaf as IsLeaf
+from ._core.types import PyTree as PyTree
+from ._core.types import ReplaceFn as ReplaceFn
 from ._fns import constant as constant
 from ._fns import initializer as initializer
 from ._fns import ones as ones
@@ -42,19 +45,20 @@ from ._ops.query import paths as paths
 from ._ops.query import select as select
 from ._ops.query import where as where
 from ._ops.replace import replace as replace
+from ._ops.show import Table as Table
 from ._ops.show import show as show
 from ._ops.walk import postwalk as postwalk
 from ._ops.walk import prewalk as prewalk
-from ._select.atoms import Selector as Selector
+from ._select.algebra import Selector as Selector
+from ._select.algebra import as_selector as as_selector
+from ._select.algebra import glob as glob
+from ._select.algebra import of_type as of_type
+from ._select.algebra import predicate as predicate
 from ._select.atoms import arrays as arrays
-from ._select.atoms import as_selector as as_selector
 from ._select.atoms import everything as everything
-from ._select.atoms import glob as glob
 from ._select.atoms import inside as inside
 from ._select.atoms import name as name
-from ._select.atoms import of_type as of_type
 from ._select.atoms import params as params
-from ._select.atoms import predicate as predicate
 from ._select.atoms import regex as regex
 
 __version__ = _metadata.version("jax-treewalk")
@@ -66,6 +70,7 @@ __all__ = [
     "DictKey",
     "FlattenedIndexKey",
     "GetAttrKey",
+    "IsLeaf",
     "InitError",
     "LabelError",
     "LoadError",
@@ -74,11 +79,14 @@ __all__ = [
     "Node",
     "PRNGKeyError",
     "PatternError",
+    "PyTree",
+    "ReplaceFn",
     "ReplacementError",
     "Selector",
     "SelectorError",
     "SequenceKey",
     "StructureError",
+    "Table",
     "TreewalkError",
     "arrays",
     "as_selector",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +23,16 @@ from ._core.placement import eager as eager
 from ._core.placement import place as _place
 from ._core.placement import sharding_of
 from ._core.placement import stack_sharding as stack_sharding
+
+
+def literal(value: Any) -> str:
+    """`repr(value)` as Python that evaluates to `value`: `float('inf')`, `float('nan')`
+    (and `complex('(1+infj)')`) where the repr alone (`inf`, `nan`) would not."""
+    if type(value) is float and not math.isfinite(value):
+        return f"float({repr(value)!r})"
+    if type(value) is complex and not (math.isfinite(value.real) and math.isfinite(value.imag)):
+        return f"complex({repr(value)!r})"
+    return repr(value)
 
 
 def _shape_dtype(path: Path, node: Any, what: str) -> tuple[tuple[int, ...], Any]:
@@ -144,6 +157,10 @@ class Fill(ArrayFn):
     float value is rounded to a floating dtype's precision (`0.1` in `float32`), as JAX
     and numpy do.
 
+    Two fills of the same number (of the same type) are equal and hash equal, and the
+    repr (`tw.zeros`, `tw.constant(0.5)`) evaluates to an equal fill; a fill of an array
+    is equal only to itself, and its repr names the array's dtype and shape only.
+
     !!! Example
 
         ```python
@@ -168,6 +185,22 @@ class Fill(ArrayFn):
     def __init__(self, value: Any, label: str) -> None:
         self.value, self.label = value, label
         self._fits = {}
+
+    def _key(self) -> Any:
+        # A number by its type and exact literal (`0` is not `0.0`, `-0.0` is not `0.0`,
+        # `nan` is `nan`); anything else (an array) by identity.
+        v = self.value
+        if isinstance(v, numbers.Number | np.generic):
+            return type(v), literal(v)
+        return id(v)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Fill) and type(other) is type(self) and self._key() == other._key()
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._key()))
 
     def check(self, path: Path, dtype: Any, leaf: str | None = None) -> None:
         """Raise `InitError` if `dtype` cannot hold the value (`leaf`: what the leaf is,
@@ -300,7 +333,11 @@ def constant(value: Any) -> Fill:
             tw.replace({"step": jnp.zeros((), jnp.int32)}, "step", tw.constant(0.5))
         ```
     """
-    return Fill(value, f"tw.constant({value!r:.40})")
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        # An array: not spelled out (it may be large); equal only to itself.
+        shape = ",".join(map(str, value.shape))
+        return Fill(value, f"tw.constant(<array {value.dtype}[{shape}]>)")
+    return Fill(value, f"tw.constant({literal(value)})")
 
 
 class initializer(ArrayFn):
@@ -314,6 +351,12 @@ class initializer(ArrayFn):
     (`eqx.filter_eval_shape`, `nnx.eval_shape`) is materialised directly into its init.
     A numpy leaf gets a numpy array of its own dtype: `init` is called with the dtype JAX
     has for it (`float32` for `float64` while x64 is off) and the result converted.
+
+    Two adapters of the same `init` are equal. The repr of one of a module-level function
+    is valid Python that evaluates to an equal adapter where the module is imported
+    (`tw.initializer(jax.nn.initializers.zeros)`); a closure such as
+    `jax.nn.initializers.normal(0.02)` has no such name, and its repr gives its
+    qualified name as a string.
 
     !!! Example
 
@@ -343,5 +386,34 @@ class initializer(ArrayFn):
     def draw(self, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array:
         return self.init(key, shape, dtype)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, initializer) or type(other) is not type(self):
+            return False
+        return self.init is other.init or (_hashable(self.init) and self.init == other.init)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.init if _hashable(self.init) else id(self.init)))
+
     def __repr__(self) -> str:
-        return f"tw.initializer({getattr(self.init, '__qualname__', self.init)!r})"
+        return f"tw.initializer({_function_name(self.init)})"
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _function_name(fn: Any) -> str:
+    """`module.qualname` where that names `fn` (as for `jax.nn.initializers.zeros`: valid
+    Python that evaluates to `fn` once the module is imported); else, for a closure such as
+    `jax.nn.initializers.normal(0.02)`, its qualified name as a string."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return repr(type(fn).__qualname__)
+    found: Any = sys.modules.get(module) if isinstance(module, str) else None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return f"{module}.{qualname}" if found is fn else repr(qualname)

@@ -36,7 +36,7 @@ def materialize(
     key: Any = None,
     plan: Plan | None = None,
     mesh: Mesh | None = None,
-    keys: Literal["path", "split"] = "path",
+    key_policy: Literal["path", "split"] = "path",
     strict: bool = True,
 ) -> PyTree:
     """Initialise an abstract model with every leaf created directly in its sharding.
@@ -60,7 +60,7 @@ def materialize(
     4. Replicated over `mesh` when there is one; otherwise JAX's default device.
 
     **Values do not depend on the mesh.** A leaf's key comes from `key` and its path
-    (`keys="path"`), and the draws run with `jax_threefry_partitionable` switched on (the
+    (`key_policy="path"`), and the draws run with `jax_threefry_partitionable` switched on (the
     default in JAX >= 0.5; set here explicitly for the duration of the call), under which
     random bits depend only on the key and the element's position, not on the layout.
     So one device, an `(8,)` mesh, a `(2, 4)` mesh and several processes give
@@ -80,7 +80,7 @@ def materialize(
     - `mesh`: the `jax.sharding.Mesh` for specs; by default the one set with
       `jax.set_mesh`, else the one in the boxes' metadata. Across processes this is the
       global mesh (`jax.distributed.initialize`): each process creates only its shards.
-    - `keys`: the key policy, as in `tw.replace`.
+    - `key_policy`: how the per-leaf keys are made, as in `tw.replace`.
     - `strict`: a `plan` or `init` entry that matches no abstract leaf is an error
       (`tw.NoMatchError`); pass `False` to allow it.
 
@@ -116,7 +116,9 @@ def materialize(
         assert w.addressable_shards[0].data.shape == (64, 128)  # each device: 1/8
         ```
     """
-    return _Materializer(tree, init, plan=plan, mesh=mesh, keys=keys, strict=strict)(key)
+    return _Materializer(tree, init, plan=plan, mesh=mesh, key_policy=key_policy, strict=strict)(
+        key
+    )
 
 
 class _Materializer:
@@ -129,7 +131,7 @@ class _Materializer:
         *,
         plan: Plan | None,
         mesh: Mesh | None,
-        keys: Literal["path", "split"],
+        key_policy: Literal["path", "split"],
         strict: bool,
     ) -> None:
         if mesh is None:
@@ -141,7 +143,7 @@ class _Materializer:
                 f"{type(mesh).__name__}."
             )
         self.mesh = mesh
-        self.keys: Literal["path", "split"] = keys
+        self.key_policy: Literal["path", "split"] = key_policy
         self.strict = strict
         entries = init.items() if isinstance(init, Mapping) else [(abstract, init)]
         self.inits: list[tuple[Selector, Any]] = [(as_selector(s), f) for s, f in entries]
@@ -179,7 +181,7 @@ class _Materializer:
         tree = self.placed
         for sel, fn in self.inits:
             sel = sel if sel is abstract else sel & abstract
-            tree = replace(tree, sel, fn, key=key, keys=self.keys, strict=self.strict)
+            tree = replace(tree, sel, fn, key=key, key_policy=self.key_policy, strict=self.strict)
         left = find(tree, abstract)
         if left:
             shown = ", ".join(repr(path_str(p)) for p in left.paths[:5])

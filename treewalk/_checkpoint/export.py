@@ -8,8 +8,8 @@ import numpy as np
 
 from .._core.errors import ArgumentError
 from .._core.types import PyTree
-from .._frameworks.checkpoint import VECTOR_ROLES
-from .leaves import check_layout, convert_weight, model_leaves
+from .._frameworks.checkpoint import KEY_SEPARATOR, VECTOR_ROLES
+from .leaves import check_convention, convert_weight, model_leaves
 from .plan import Rename, renamer_of
 from .sources import normalise
 
@@ -17,26 +17,26 @@ from .sources import normalise
 def export(
     tree: PyTree,
     *,
-    layout: str = "torch",
+    convention: str = "torch",
     rename: Rename = None,
     into: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays of `tree` as a flat `{key: numpy array}` in the convention `layout`:
-    the inverse of [`tw.load`][treewalk.load].
+    """The arrays of `tree` as a flat `{key: numpy array}` in the checkpoint convention
+    `convention`: the inverse of [`tw.load`][treewalk.load].
 
     Names and layouts of the known layers are converted as `tw.load` converts them, the
     other way: an NNX or linen `kernel` `(in, out)` becomes a PyTorch `weight`
     `(out, in)`, a `scale` becomes `weight`, a conv bias is a vector. Keys are the
     segments of each array's path, with the last one renamed, joined with `.` for
     `"torch"` and `"equinox"` and with `/` for `"flax"` and `"haiku"`. So
-    `tw.load(model, tw.export(model, layout=L), layout=L)` gives `model` back, for every
-    framework and every `L`. PRNG keys and NNX RNG state are left out.
+    `tw.load(model, tw.export(model, convention=C), convention=C)` gives `model` back, for
+    every framework and every `C`. PRNG keys and NNX RNG state are left out.
 
     **Arguments:**
 
     - `tree`: the model or params (abstract leaves are not exported: they have no values).
-    - `layout`: the convention of the result: `"torch"` (default), `"equinox"`, `"flax"`,
-      `"haiku"`.
+    - `convention`: the framework convention of the result: `"torch"` (default),
+      `"equinox"`, `"flax"`, `"haiku"`.
     - `rename`: `(regex, replacement)` pairs (or a callable, `None` drops the key) applied
       to each key written with `/` before it is joined, e.g. `[(r"^layers/", "")]`.
     - `into`: the tree's own convention when it cannot be told (a plain dict named like
@@ -50,7 +50,8 @@ def export(
 
     **Raises:**
 
-    `tw.ArgumentError`: an unknown `layout`, an abstract leaf, or two arrays under one key.
+    `tw.ArgumentError`: an unknown `convention`, an abstract leaf, or two arrays under one
+    key.
 
     !!! Example
 
@@ -59,17 +60,17 @@ def export(
         import treewalk as tw
 
         model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-        state_dict = tw.export(model, layout="torch")
+        state_dict = tw.export(model, convention="torch")
         assert {k: v.shape for k, v in state_dict.items()} == {
             "bias": (2,), "weight": (2, 3)
         }
         ```
     """
-    check_layout(layout, "layout")
-    check_layout(into, "into")
+    check_convention(convention, "convention", optional=False)
+    check_convention(into, "into")
     framework, leaves = model_leaves(tree, into)
     renamer = renamer_of(rename)
-    sep = "." if layout in ("torch", "equinox") else "/"
+    sep = KEY_SEPARATOR[convention]
     out: dict[str, np.ndarray] = {}
     source: dict[str, str] = {}
     for leaf in leaves:
@@ -78,7 +79,7 @@ def export(
                 f"tw.export: the array at {leaf.name!r} is abstract ({type(leaf.node).__name__}) "
                 "and has no values; load or materialise the model first."
             )
-        name = leaf.name_in(layout) or leaf.name
+        name = leaf.name_in(convention) or leaf.name
         key = renamer(normalise(name) if sep == "." else name)
         if key is None:
             continue
@@ -90,10 +91,10 @@ def export(
                 "pass rename= to tell them apart."
             )
         array = np.asarray(leaf.node)
-        perm = convert_weight(leaf, leaf.framework, layout, array.ndim)
+        perm = convert_weight(leaf, leaf.framework, convention, array.ndim)
         if perm is not None:
             array = array.transpose(perm)
-        elif leaf.role in VECTOR_ROLES and leaf.framework != layout and array.ndim > 1:
+        elif leaf.role in VECTOR_ROLES and leaf.framework != convention and array.ndim > 1:
             if sum(d != 1 for d in array.shape) <= 1:
                 array = array.reshape(-1)
         out[key] = np.array(array, order="C", copy=True)

@@ -10,13 +10,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import DictKey, GetAttrKey, SequenceKey, keystr
+from jax.tree_util import keystr
 
+from .._core.engine import Leaves, Pass
 from .._core.errors import ArgumentError
-from .._core.paths import BoxKey, Path, path_segments, path_str
+from .._core.node import Node
+from .._core.paths import Path, path_segments, path_str
 from .._frameworks import checkpoint as conv
-from .._ops.query import select
-from .._select.atoms import arrays, everything
+from .._select.atoms import arrays
 
 
 class Leaf:
@@ -33,47 +34,52 @@ class Leaf:
         self.framework: str | None = None
         self.kind, self.role = "", ""
 
-    def name_in(self, layout: str | None) -> str | None:
-        """This leaf's path with its last segment named as `layout` names its role."""
-        if layout not in conv.NAMES or not self.kind or not self.segments:
+    def name_in(self, convention: str | None) -> str | None:
+        """This leaf's path with its last segment named as `convention` names its role."""
+        if convention not in conv.NAMES or not self.kind or not self.segments:
             return None
-        name = conv.NAMES[layout][self.kind].get(self.role)
+        name = conv.NAMES[convention][self.kind].get(self.role)
         if name is None:
             return None
         return "/".join([*map(str, self.segments[:-1]), name])
 
 
-def check_layout(layout: Any, what: str) -> None:
-    if layout is not None and layout not in conv.LAYOUTS:
+def check_convention(convention: Any, what: str, *, optional: bool = True) -> None:
+    """An `ArgumentError` unless `convention` (the argument `what`) is a known one, or
+    `None` where `optional`."""
+    if (convention is not None or not optional) and convention not in conv.CONVENTIONS:
         raise ArgumentError(
-            f"{what}={layout!r} is not a known convention; use one of "
-            f"{', '.join(map(repr, conv.LAYOUTS))}."
+            f"{what}={convention!r} is not a known checkpoint convention; use one of "
+            f"{', '.join(map(repr, conv.CONVENTIONS))}."
         )
 
 
 def model_leaves(tree: Any, framework: str | None = None) -> tuple[str | None, list[Leaf]]:
     """`(framework, leaves)`: the tree's convention (`framework`, else detected) and its
-    loadable array leaves, in traversal order. PRNG keys and NNX RNG state are left out."""
-    nodes: dict[tuple[Any, ...], Any] = {}
-    detected = None
-    for path, node in select(tree, everything):
-        segs = path_segments(path)
-        if segs not in nodes:
-            nodes[segs] = node
-        if detected is None:
-            detected = conv.framework_of_node(node)
+    loadable array leaves, in traversal order, each with the box around it and the layer
+    that holds it, as the pass sees them. PRNG keys and NNX RNG state are left out."""
+    detected: list[str] = []
     leaves: list[Leaf] = []
-    for path, node in select(tree, arrays):
-        if jnp.issubdtype(node.dtype, jax.dtypes.prng_key):
-            continue
-        box = None
-        if len(path) > 1 and isinstance(path[-1], BoxKey):
-            box = _child(nodes.get(path_segments(path[:-2])), path[-2])
-            if conv.is_rng_state(box):
-                continue
-        leaves.append(Leaf(tuple(path), node, box))
-    if framework is None:
-        framework = detected
+    layers: list[Any] = []
+    m = arrays.compile()
+
+    def at_node(n: Node, state: None) -> None:
+        if not detected:
+            found = conv.framework_of_node(n.node)
+            if found is not None:
+                detected.append(found)
+
+    def at_leaf(n: Node, state: None) -> None:
+        if not m(n) or jnp.issubdtype(n.node.dtype, jax.dtypes.prng_key):
+            return
+        if conv.is_rng_state(n.outer):
+            return
+        leaves.append(Leaf(n.path, n.node, n.outer))
+        layers.append(None if n.parent is None else n.parent.node)
+
+    Pass(Leaves(at_leaf, at_node), rebuild=False).run(tree)
+    if framework is None and detected:
+        framework = detected[0]
     if framework is None:
         names = {str(leaf.segments[-1]) for leaf in leaves if leaf.segments}
         segments = {s for leaf in leaves for s in leaf.segments if isinstance(s, str)}
@@ -82,31 +88,15 @@ def model_leaves(tree: Any, framework: str | None = None) -> tuple[str | None, l
     for leaf in leaves:
         if leaf.segments:
             siblings.setdefault(leaf.segments[:-1], set()).add(leaf.segments[-1])
-    for leaf in leaves:
+    for leaf, layer in zip(leaves, layers, strict=True):
         if not leaf.segments:
             continue
-        parent_segs = leaf.segments[:-1]
-        layer = nodes.get(parent_segs)
         leaf.kind, leaf.role = conv.classify(
-            framework, layer, leaf.segments[-1], siblings[parent_segs]
+            framework, layer, leaf.segments[-1], siblings[leaf.segments[:-1]]
         )
         typed = conv.typed_kind(layer)
         leaf.framework = typed[0] if typed is not None else framework
     return framework, leaves
-
-
-def _child(node: Any, entry: Any) -> Any:
-    """The child of `node` at key entry `entry` (the box around a boxed array)."""
-    try:
-        if isinstance(entry, DictKey):
-            return node[entry.key]
-        if isinstance(entry, SequenceKey):
-            return node[entry.idx]
-        if isinstance(entry, GetAttrKey):
-            return getattr(node, entry.name)
-    except (KeyError, IndexError, AttributeError, TypeError):
-        return None
-    return None
 
 
 def flatten_source(tree: Any) -> tuple[str | None, dict[str, Any]]:

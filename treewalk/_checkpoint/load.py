@@ -1,5 +1,6 @@
 """`tw.load`: put weights from a checkpoint (PyTorch, safetensors, another framework's
-params) into a model, with names and layouts converted, everything checked first."""
+params) into a model, with names and weight layouts converted from the source's
+convention, everything checked first."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def load_plan(
     tree: PyTree,
     source: Any,
     *,
-    layout: str | None = None,
+    convention: str | None = None,
     rename: Rename = None,
     into: str | None = None,
 ) -> LoadPlan:
@@ -53,7 +54,7 @@ def load_plan(
 
         model = eqx.nn.Linear(3, 2, key=jax.random.key(0))
         state_dict = {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2)}
-        print(tw.load_plan(model, state_dict, layout="torch"))
+        print(tw.load_plan(model, state_dict, convention="torch"))
         ```
 
         prints
@@ -65,14 +66,14 @@ def load_plan(
         torch -> equinox: 2 load
         ```
     """
-    return plan(tree, source, layout=layout, rename=rename, into=into)
+    return plan(tree, source, convention=convention, rename=rename, into=into)
 
 
 def load(
     tree: PyTree,
     source: Any,
     *,
-    layout: str | None = None,
+    convention: str | None = None,
     rename: Rename = None,
     strict: bool = True,
     into: str | None = None,
@@ -88,7 +89,7 @@ def load(
     `Linear`). So a model whose attributes are named like the source's modules loads
     with no rules.
 
-    **Conversions**, when `layout` differs from the destination's convention, for the
+    **Conversions**, when `convention` differs from the destination's, for the
     layers whose convention is known — Linear/Dense, Conv 1-3D, LayerNorm, GroupNorm,
     BatchNorm, RMSNorm, Embedding/Embed: the weight name (`weight`, `kernel`, `w`,
     `scale`, `embedding`, `embeddings`, `offset`, `running_mean`, ...), the weight layout
@@ -118,9 +119,9 @@ def load(
       `state_dict()`), any pytree (another framework's model or params), or the path of a
       `.safetensors` or `.npz` file (reading a safetensors file shard by shard, for a
       sharded destination, needs `pip install "jax-treewalk[checkpoints]"`).
-    - `layout`: the source's convention, `"torch"`, `"equinox"`, `"flax"` (linen and
-      NNX) or `"haiku"`. `None`: a pytree source's own framework, else the destination's
-      (nothing converted but vector reshapes and casts).
+    - `convention`: the framework convention the source follows, `"torch"`, `"equinox"`,
+      `"flax"` (linen and NNX) or `"haiku"`. `None`: a pytree source's own framework,
+      else the destination's (nothing converted but vector reshapes and casts).
     - `rename`: `(regex, replacement)` pairs applied in order with `re.sub` to the source
       key written with `/` (`[(r"^0/", "layers/0/")]`), or a callable given that key
       and returning the destination path (`"layers/0/weight"`), or `None` to skip the
@@ -140,7 +141,8 @@ def load(
 
     **Raises:**
 
-    `tw.LoadError` (with `.plan`), `tw.ArgumentError` (unreadable source, bad `layout`).
+    `tw.LoadError` (with `.plan`), `tw.ArgumentError` (unreadable source, bad
+    `convention`).
 
     !!! Example
 
@@ -151,12 +153,12 @@ def load(
 
         # A PyTorch `nn.Linear(3, 2)` state_dict: weight (out, in).
         state_dict = {"weight": np.arange(6.0).reshape(2, 3), "bias": np.array([1.0, 2.0])}
-        model = tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), state_dict, layout="torch")
+        model = tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), state_dict, convention="torch")
         assert model.kernel[...].shape == (3, 2)  # (in, out)
         assert (model.kernel[...] == state_dict["weight"].T).all()
         ```
     """
-    p = plan(tree, source, layout=layout, rename=rename, into=into)
+    p = plan(tree, source, convention=convention, rename=rename, into=into)
     bad = p.problems(strict)
     if bad:
         err = LoadError(p.error_message(strict))

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ArgumentError, CallbackError, PatternError
-from .._frameworks.checkpoint import TORCH_ONLY
+from .._frameworks.checkpoint import CONVENTIONS, source_only
 from .leaves import (
     Leaf,
-    check_layout,
+    check_convention,
     convert_weight,
     flatten_source,
     model_leaves,
@@ -118,21 +118,22 @@ class LoadPlan:
     Attributes: `steps` (one `Step` per row: `.destination`, `.key`, `.conversion()`,
     `.status` — `load`, `tied` (the same array as another destination being loaded),
     `skip`, or a problem: `missing`, `unused`, `mismatch`, `twice`),
-    `layout` (the source's convention), `framework` (the destination's), `source`.
+    `convention` (the source's), `framework` (the destination's convention), `source`.
     """
 
     steps: list[Step]
-    layout: str | None
+    convention: str | None
     framework: str | None
     source: Source
-    #: Was `layout` passed (or told by a pytree source), not taken from the destination?
-    layout_given: bool
+    #: Was `convention` passed (or told by a pytree source), not taken from the destination?
+    convention_given: bool
 
     def __init__(
-        self, steps: list[Step], layout: str | None, framework: str | None, source: Source
+        self, steps: list[Step], convention: str | None, framework: str | None, source: Source
     ) -> None:
-        self.steps, self.layout, self.framework, self.source = steps, layout, framework, source
-        self.layout_given = True
+        self.steps, self.convention, self.framework = steps, convention, framework
+        self.source = source
+        self.convention_given = True
 
     def problems(self, strict: bool = True) -> list[Step]:
         """The rows that stop `tw.load(..., strict=strict)`."""
@@ -144,7 +145,8 @@ class LoadPlan:
         kinds = ("load", "tied", "skip", *PROBLEMS)
         counts = {k: sum(s.status == k for s in self.steps) for k in kinds}
         parts = [f"{n} {k}" for k, n in counts.items() if n]
-        return f"{self.layout or 'same'} -> {self.framework or 'pytree'}: " + ", ".join(parts)
+        start = f"{self.convention or 'same'} -> {self.framework or 'pytree'}: "
+        return start + ", ".join(parts)
 
     def __str__(self) -> str:
         header = ["destination", "source key", "conversion", "status"]
@@ -187,15 +189,16 @@ class LoadPlan:
             out += [f"  {_describe(s)}" for s in rows[:_LISTED]]
             if len(rows) > _LISTED:
                 out.append(f"  ... and {len(rows) - _LISTED} more")
-        if not self.layout_given and any(s.status == "missing" for s in bad):
+        if not self.convention_given and any(s.status == "missing" for s in bad):
             out.append(
                 f"The source's convention was taken to be the destination's "
-                f"({self.layout or 'none known'}); a PyTorch state_dict needs layout='torch'."
+                f"({self.convention or 'none known'}); a PyTorch state_dict needs "
+                f"convention='torch'."
             )
         out.append(
             "Fix: map source keys onto destination paths with rename=[(regex, replacement)] "
             "(or a callable returning None to skip a key), give the source's convention with "
-            "layout='torch'|'equinox'|'flax'|'haiku'"
+            f"convention={'|'.join(map(repr, CONVENTIONS))}"
             + (
                 ", or pass strict=False to load what matches"
                 if strict
@@ -257,21 +260,21 @@ def plan(
     tree: Any,
     source: Any,
     *,
-    layout: str | None = None,
+    convention: str | None = None,
     rename: Rename = None,
     into: str | None = None,
 ) -> LoadPlan:
-    check_layout(layout, "layout")
-    check_layout(into, "into")
+    check_convention(convention, "convention")
+    check_convention(into, "into")
     src = open_source(source, flatten_source)
     framework, leaves = model_leaves(tree, into)
-    given = (layout or src.layout) is not None
-    layout = layout or src.layout or framework
+    given = (convention or src.convention) is not None
+    convention = convention or src.convention or framework
     aliases: dict[str, int] = {}
     for i, leaf in enumerate(leaves):
         aliases.setdefault(normalise(leaf.name), i)
     for i, leaf in enumerate(leaves):
-        alias = leaf.name_in(layout)
+        alias = leaf.name_in(convention)
         if alias is not None:
             aliases.setdefault(normalise(alias), i)
     renamer = renamer_of(rename)
@@ -285,8 +288,8 @@ def plan(
         if i is not None:
             found.setdefault(i, []).append((key, renamed or key))
             continue
-        torch_only = layout == "torch" and normalise(key).rsplit("/", 1)[-1] in TORCH_ONLY
-        status = "skip" if renamed is None or torch_only else "unused"
+        skipped = renamed is None or source_only(convention, normalise(key).rsplit("/", 1)[-1])
+        status = "skip" if skipped else "unused"
         step = Step(None, key, status)
         step.renamed = renamed
         extra.append(step)
@@ -294,16 +297,16 @@ def plan(
     for i, leaf in enumerate(leaves):
         hits = found.get(i)
         if not hits:
-            steps.append(Step(leaf, None, "missing", leaf.name_in(layout) or leaf.name))
+            steps.append(Step(leaf, None, "missing", leaf.name_in(convention) or leaf.name))
             continue
         if len(hits) > 1:
             why = f"also from {', '.join(repr(k) for k, _ in hits[1:])}"
             steps.append(Step(leaf, hits[0][0], "twice", why))
             continue
-        steps.append(_step(leaf, hits[0][0], hits[0][1], src, layout))
+        steps.append(_step(leaf, hits[0][0], hits[0][1], src, convention))
     _ties(steps)
-    out = LoadPlan(steps + extra, layout, framework, src)
-    out.layout_given = given
+    out = LoadPlan(steps + extra, convention, framework, src)
+    out.convention_given = given
     return out
 
 
@@ -320,14 +323,14 @@ def _ties(steps: list[Step]) -> None:
             s.status, s.why = "tied", f"tied to {loading[id(s.leaf.node)].destination!r}"
 
 
-def _step(leaf: Leaf, key: str, renamed: str, src: Source, layout: str | None) -> Step:
+def _step(leaf: Leaf, key: str, renamed: str, src: Source, convention: str | None) -> Step:
     step = Step(leaf, key, "load")
     step.renamed = renamed
     shape, dtype = src.meta(key)
     step.shape, step.dtype = shape, dtype
     want, want_dtype = tuple(leaf.node.shape), jnp.dtype(leaf.node.dtype)
     got = shape
-    step.perm = convert_weight(leaf, layout, leaf.framework, len(want))
+    step.perm = convert_weight(leaf, convention, leaf.framework, len(want))
     if step.perm is not None:
         if len(shape) != len(want):
             step.status = "mismatch"

@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ArgumentError
@@ -48,7 +49,7 @@ class Source:
     """Arrays by key: `keys`, `meta(key) -> (shape, dtype)`, `read(key) -> numpy`."""
 
     #: The convention the source is in, when the source itself says (a pytree's framework).
-    layout: str | None = None
+    convention: str | None = None
     #: Are the arrays `read` returns fresh (a file's), not memory the caller holds?
     owned = True
 
@@ -94,8 +95,6 @@ class SafetensorsSource(Source):
     safetensors' `safe_open(...).get_slice`."""
 
     def __init__(self, path: str) -> None:
-        import jax.numpy as jnp
-
         self.path = path
         try:
             with open(path, "rb") as f:
@@ -199,8 +198,8 @@ class NpzSource(Source):
 
 
 def open_source(source: Any, flatten: Any) -> Source:
-    """A `Source` for what `tw.load` was given. `flatten(tree) -> (layout, {key: array})`
-    flattens a pytree source."""
+    """A `Source` for what `tw.load` was given. `flatten(tree) -> (convention, {key:
+    array})` flattens a pytree source."""
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -217,7 +216,7 @@ def open_source(source: Any, flatten: Any) -> Source:
         isinstance(k, str) and is_tensor(v) for k, v in source.items()
     ):
         return MappingSource(source)
-    layout, flat = flatten(source)
+    convention, flat = flatten(source)
     out = MappingSource(flat)
-    out.layout = layout
+    out.convention = convention
     return out

@@ -1,27 +1,45 @@
 """The one traversal under every treewalk call.
 
-A pass over a tree is one C++ `tree_flatten` whose `is_leaf` (called on every node in
-pre-order) is `at` in `Pass.walk` below. Each node's key path is built there from its
-parent's and the entries `children.ChildKeys` gives (as JAX's path flatten has them,
-without its per-node objects; a leaf's only when something asks for it). There, and only
-there, the rules are applied:
+A pass over a tree is one C++ `jax.tree_util.tree_flatten` whose `is_leaf`, called on
+every node in pre-order, is `at` in `Pass.flatten` below. `at` takes two steps:
 
-- **Boxes** (NNX `Variable`, linen `Partitioned`, penzai `Parameter`; see `_frameworks`)
-  are opened: the value inside is visited at the box's path plus a `BoxKey`, and the box
-  is rebuilt around the result with its metadata. In `boxes="visit"` mode (the walks)
-  the box is visited as a node first.
-- **Shared mutable objects** (NNX modules and variables, penzai parameters) are visited
-  once: met again, they are not visited again and come out as the same object as the
-  first time (ties kept). Every mutable object in the result is a new one.
-- **Hidden children** (NNX's `_pytree__state`) and **excluded** subtrees are kept as
-  they are and shown to nobody.
-- **`None`**, empty containers and static nodes are internal nodes without children, as
-  JAX has them: visible, never leaves, kept in place.
-- `is_leaf` nodes are leaves.
+1. **The rules, the same for every call** (here and nowhere else):
+   - **excluded** subtrees and NNX's bookkeeping (**hidden children**, `_pytree__state`)
+     are kept as they are and shown to nobody;
+   - a **shared mutable object** (NNX module or variable, penzai parameter) is visited
+     once: met again, it is not visited again and comes out as the same object as the
+     first time (ties kept); every mutable object in the result is a new one;
+   - a **box** (NNX `Variable`, linen `Partitioned`, penzai `Parameter`; see
+     `treewalk._frameworks`) is opened: the value inside is visited at the box's path
+     plus a `BoxKey`, and the box is rebuilt around the result with its metadata (the
+     walks visit the box itself first);
+   - `None`, empty containers and static nodes are nodes without children, as JAX has
+     them (with `include_none`, a `None` is a leaf: a slot for an array);
+   - `is_leaf` nodes are leaves.
+2. **The mode's step**, which says what the node is for:
+   - `Find` (queries, `replace`): a node its `Matcher` picks is a hit;
+   - `Leaves` (masks, labels, `show`, NNX filters, checkpoints): every leaf gets a
+     value from whether a hit above it covers it;
+   - `Walk` (`prewalk`): `fn` at every node, and the pass goes into what it returned;
+   - `Record` (`postwalk`): every node into a `Log`, folded children first afterwards.
 
 Every node that is not descended into becomes one leaf of the flatten and one entry of
-`Flat.values`, in order, so one `treedef.unflatten` puts results back. The callers decide,
-through `visit(n) -> action`, which nodes are hits and whether the pass goes into them.
+`Flat.values`, in order, so one `treedef.unflatten` puts results back. A node whose
+children are walked apart (a mutable node, a covered subtree, what `prewalk`'s `fn`
+returned, a box's value) gets a flatten of its own, rebuilt through
+`rebuild.level`'s treedef.
+
+**Speed tricks kept, and what each buys** (2-core CPU, GC on; see `bench/RESULTS.md`):
+
+- *Paths built here, not by JAX.* The pass runs the plain `tree_flatten` and makes each
+  node's path from its parent's and the entries `children.ChildKeys` gives. JAX's path
+  flatten keeps a tuple and a key entry per node alive until it returns, which the
+  cyclic GC rescans: on 100,000 leaves that was 2-3x the whole call.
+- *A leaf's path is made only when something asks for it* (`node.leaf_node`); a hit
+  keeps its parent's path and its entry (`Hits`). Queries make a hit's path at the hit.
+- *Declared memos* (`Matcher.by_entry`, `by_type`, `leaves_only`) are read before a
+  `Node` is made: `paths("**/bias")` on 100,000 leaves asks its test a few dozen times.
+- *No object per hit* (`Flat.slots`): 100,000 hits are two lists of ints.
 """
 
 from __future__ import annotations
@@ -34,327 +52,475 @@ import jax
 from .._frameworks import is_hidden, registry, unbox
 from .children import ChildKeys
 from .errors import call_user, check_callable
-from .kinds import (
-    BOX,
-    LEAF,
-    LEAF_BOX,
-    MUTABLE,
-    SHARED,
-    SPECIAL,
-    child_kinds,
-    flags_of,
-    type_kinds,
-)
-from .node import Hits, Node
+from .kinds import BOX, LEAF, LEAF_BOX, MUTABLE, SHARED, SPECIAL, TIE, child_kinds, type_kinds
+from .matcher import Matcher
+from .node import Hits, Node, leaf_node, memo_entry
 from .paths import BoxKey, Path
-from .rebuild import LATE, Boxed, Flat, Ref
-from .rebuild import ready as ready  # for `replace`, which copies with what is known
+from .rebuild import KEPT, LATE, Boxed, Flat, Log, Ref, level
+from .rebuild import LEAF as LOG_LEAF
+from .rebuild import TIE as LOG_TIE
 
-_LEAF = jax.tree_util.tree_structure(0)  # the treedef of a lone leaf
+_LEAF_TREEDEF = jax.tree_util.tree_structure(0)  # the treedef of a lone leaf
+_SAME: Any = object()  # `Out.go_on`'s default: the flatten's own state
 
-# ---------------------------------------------------------------------- what `visit` returns
+#: A mode's step at one node: `step(node, flags, entry, parent Node) -> is a flatten leaf`.
+Step = Callable[[Any, int, Any, "Node | None"], bool]
 
-GO = 0  #: not a hit: go into the node (a leaf stays as it is)
-KEEP = 1  #: not a hit: keep the node as it is, do not go into it
-HIT = 2  #: a hit: do not go into it (its value is decided later, or by `leaf`)
-HIT_GO = 3  #: a hit, and go into it too (every match, not only the outermost)
+
+class Out:
+    """What one flatten of a pass writes: its `Flat`, and the steps every mode ends with
+    (keep a value, go into a node's children)."""
+
+    __slots__ = ("flat", "append", "todo", "above", "child_keys", "pass_", "state", "key")
+
+    flat: Flat
+
+    def __init__(self, pass_: Pass, state: Any, key: Any) -> None:
+        self.flat = Flat()
+        self.append = self.flat.values.append
+        self.todo: list[Any] = [None]  # entries of the nodes to come, the next one last
+        self.above: list[Node | None] = []  # and their parents' Nodes
+        self.child_keys = pass_.child_keys
+        self.pass_ = pass_
+        self.state = state  # the mode's state in this flatten (a mask: covered or not)
+        self.key = key  # the entry the root's memos are read by (a box's value: the box's)
+
+    def late(self, v: Any) -> bool:
+        """Put `v` here, resolved when the flatten is finished."""
+        flat = self.flat
+        if type(v) in LATE:
+            flat.pending.append(len(flat.values))
+        flat.values.append(v)
+        return True
+
+    def go_on(self, y: Any, f: int, n: Node, state: Any = _SAME) -> bool:
+        """The pass goes into internal node `n` (of flags `f`): below it, in the same flatten;
+        or, for a mutable node (so that it comes out as a new object, once) or a subtree
+        in another `state` (a covered one), its children in a flatten of their own."""
+        if state is _SAME:
+            state = self.state
+        elif state is not self.state:
+            f |= MUTABLE
+        if f & MUTABLE:
+            p = self.pass_
+            sub = p.flatten(n.path, y, n, None, state, children=True)
+            if f & SHARED:
+                p.done[id(y)] = sub
+            return self.late(sub)
+        keys = self.child_keys.by_names.get(tuple(y)) if type(y) is dict else None
+        if keys is None:
+            keys = self.child_keys(y)
+        if keys:
+            self.todo.extend(reversed(keys))
+            self.above.extend([n] * len(keys))
+        return False
 
 
 class Pass:
-    """One traversal of one tree.
+    """One traversal of one tree, in `mode` (`Find`, `Leaves`, `Walk` or `Record`).
 
-    - `visit(n) -> action` is called on every visible node, in pre-order (the root
-      first). It may set `n.node` to another value: the pass then goes into that value
-      instead (this is how `prewalk` descends into what `fn` returned).
-    - `leaf(n) -> value` gives the output of a visible leaf that is not a hit (default:
-      the leaf itself). Masks use it.
-    - `boxes="open"`: a box is not a node, its value is (queries, `replace`);
-      `"visit"`: the box is visited too, then its value (the walks).
-    - `rebuild`: build the values at all (a query only needs the hits).
-    - `done`: the outputs of the shared mutable objects met so far; pass another pass's
-      to copy a subtree consistently with it.
-    - `select`, `outermost`, `include_none`: instead of `visit`, a matcher: a node it
-      matches is a hit (`None` only with `include_none`), the pass goes into it unless
-      `outermost`. (The same as the `visit` that says so, one call less per node.)
+    - `is_leaf(node)`: JAX's meaning; `exclude(path, node)`: that subtree is kept as it is
+      and shown to nobody.
+    - `include_none`: `None` nodes are leaves (slots a call may fill) instead of empty
+      nodes.
+    - `rebuild`: build the values at all (a query needs only the hits).
+    - `done`: the outputs of the shared mutable objects met so far; pass another pass's to
+      copy a subtree consistently with it.
     - `bare_leaf_boxes`: a box that is a JAX leaf (a penzai `Parameter`) gives the value
       made of its content, not a new box around it (masks: a leaf for a leaf).
 
-    - `keep_parents`: keep each hit's parent `Node` (for an `fn` that reads `n.parent`).
-
-    `run(tree)` returns the top `Flat`; `hits` holds the hits in pre-order (a `Hits`),
-    and `flat.finish(results)` rebuilds the tree with `results[i]` at hit `i`.
+    `run(tree)` returns the top `Flat`; `flat.finish(results)` rebuilds the tree.
     """
 
     def __init__(
         self,
-        visit: Callable[[Node], int] | None = None,
+        mode: Mode,
         *,
-        leaf: Callable[[Node], Any] | None = None,
         is_leaf: Callable[[Any], bool] | None = None,
         exclude: Callable[[Path, Any], bool] | None = None,
-        boxes: str = "open",
+        include_none: bool = False,
         rebuild: bool = True,
         done: dict[int, Any] | None = None,
         bare_leaf_boxes: bool = False,
-        select: Callable[[Node], bool] | None = None,
-        outermost: bool = True,
-        include_none: bool = False,
-        keep_parents: bool = False,
     ) -> None:
         check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
         check_callable("exclude", exclude, optional=True, hint="lambda path, node: ...")
-        self.visit, self.leaf = visit, leaf
-        self.select, self.include_none = select, include_none
-        self.hit_action = HIT if outermost else HIT_GO
-        self.is_leaf, self.exclude = is_leaf, exclude
-        self.visit_boxes = boxes == "visit"
-        self.bare_leaf_boxes = bare_leaf_boxes
+        self.mode = mode
+        self.is_leaf, self.exclude, self.include_none = is_leaf, exclude, include_none
         self.rebuild = rebuild
+        self.bare_leaf_boxes = bare_leaf_boxes
         self.kinds = type_kinds()
         self.pytree_boxes = registry.pytree_boxes
-        self.hits = Hits(keep_parents)
         self.child_keys = ChildKeys(child_kinds)
         self.done: dict[int, Any] = {} if done is None else done
         self.met_shared = False  # did the pass meet a shared mutable object?
 
-    def flags(self, x: Any) -> int:
-        return flags_of(x)
+    def run(self, tree: Any, prefix: Path = ()) -> Flat:
+        return self.flatten(prefix, tree, None, None, self.mode.top)
 
-    def run(self, tree: Any) -> Flat:
-        return self.walk((), tree, None, None, False)
-
-    def walk(self, prefix: Path, x: Any, parent: Node | None, outer: Any, inner: bool) -> Flat:
-        """One flatten of `x` (the tree, a mutable node's children, a box's value) at path
-        `prefix`. `inner`: `x` itself was visited already (`parent` is its Node), only what
-        is below it is. `outer`: the box `x` was taken out of."""
-        flat = Flat()
-        values, pending = flat.values, flat.pending
+    def flatten(
+        self,
+        prefix: Path,
+        x: Any,
+        parent: Node | None,
+        outer: Any,
+        state: Any,
+        *,
+        children: bool = False,
+        key: Any = None,
+    ) -> Flat:
+        """One flatten of `x` at path `prefix` (the tree, a box's value, a node's children).
+        `children`: `x` itself was visited (`parent` is its Node): only its children
+        are, flattened as a list and rebuilt through `x`'s one-level treedef. `outer`: the
+        box `x` was taken out of; `key`: the entry `x`'s memos are read by."""
+        out = Out(self, state, key)
+        flat, todo, above = out.flat, out.todo, out.above
         kinds_get, learn = self.kinds.get, self.kinds.learn
-        visit, leaf, child_keys = self.visit, self.leaf, self.child_keys
-        select, include_none = self.select, self.include_none
-        memo = getattr(select, "last_memo", None)
-        memo_get = None if memo is None else memo.get
-        types = getattr(select, "type_memo", None)
-        type_get = None if types is None else types.get
-        outermost = self.hit_action == HIT
-        is_leaf, exclude = self.is_leaf, self.exclude
-        rebuild, hits, done = self.rebuild, self.hits, self.done
-        # A query (no rebuild) returns its hits' paths: made at the hit. Kept as parent
-        # path and entry, the parents' paths would outlive the pass for the GC to scan.
-        whole_paths = not rebuild
-        hit, outers, hit_parents = hits.add, hits.outers, hits.parents
-        hit_nodes = hits.nodes
-        hit_base, hit_entry, hit_node = hits.bases.append, hits.entries.append, hit_nodes.append
-        slot, slot_hit = flat.slots.append, flat.slot_hits.append
-        late, append = self._late, values.append
-        # The last key entries of the nodes the flatten will call `at` on, the next one
-        # last (the stack of a pre-order traversal, in step with JAX's), and their
-        # parents' Nodes: a node's path is its parent's path and its entry (`None`: the
-        # root, at `prefix`). A leaf's path is made only if something asks for it.
-        todo: list[Any] = [None]
-        above: list[Node | None] = [parent]
-        if inner:
-            # `x` (a mutable node) was visited by the caller: flatten its children, as a
-            # list, from one flatten of `x` with JAX's entries (its node type's own
-            # flatten: asking it for the entries apart would run it twice).
-            pairs, flat.wrap = jax.tree_util.tree_flatten_with_path(
-                x, is_leaf=lambda c: c is not x
-            )
-            x = [c for _, c in pairs]
-            todo = [p[0] for p, _ in reversed(pairs)]
-            above = [parent] * len(pairs)  # `parent` is the Node at `prefix`
+        exclude, done, mode = self.exclude, self.done, self.mode
+        step = mode.step(self, out, prefix, outer)
         pop, pop_above = todo.pop, above.pop
-        kids = x
-        cur = Node((), None, None, None)
-
-        by_names = child_keys.by_names.get
-
-        def descend(path: Path, y: Any, n: Node | None) -> bool:
-            # A dict whose keys were seen before: one lookup (`ChildKeys`, inlined).
-            keys = by_names(tuple(y)) if type(y) is dict else None
-            if keys is None:
-                keys = child_keys(y)
-            if keys:
-                todo.extend(reversed(keys))
-                above.extend([n] * len(keys))
-            return False
+        kids: Any = _SAME  # the list of `x`'s children, with `children`
+        if children:
+            entries, kids, flat.wrap = level(x)
+            todo[:] = reversed(entries)
+            above[:] = [parent] * len(entries)
+            x = kids
+        else:
+            above.append(parent)
 
         def at(y: Any) -> bool:
-            if inner:
-                if y is kids:
-                    return False  # the list of a mutable node's children: not a node
-                e, par = pop(), pop_above()
-                if par is parent and is_hidden(e):
-                    append(y)  # NNX bookkeeping: kept, shown to nobody
-                    return True
-            else:
-                e, par = pop(), pop_above()
+            if y is kids:
+                return False  # the list of a node's children: not a node
+            e, par = pop(), pop_above()
             f = kinds_get(type(y))
             if f is None:
                 f = learn(y)
-            if exclude is not None or f & SPECIAL:
+            if exclude is not None or f & SPECIAL or (children and par is parent):
+                if children and par is parent and is_hidden(e):
+                    return mode.keep(out, y)  # NNX bookkeeping: kept, shown to nobody
                 path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
                 if exclude is not None and call_user("exclude", exclude, path, path, y):
-                    append(y)
-                    return True
+                    return mode.keep(out, y)
                 if f & SHARED:
                     self.met_shared = True
-                    if id(y) in done:  # met before: the same output, not revisited
-                        late(values, pending, done[id(y)] if rebuild else None)
-                        return True
-                if f & BOX:
-                    return self._box(path, y, f, par, values, pending, True)
-            o = outer if e is None else None
-            # A matcher that answers by the last key entry (`by_last`) or by type
-            # (`of_type`, `arrays`; outside boxes) is read from its memo, without a call,
-            # when it knows the answer.
-            h = None
-            if memo_get is not None and e is not None and type(e) is not BoxKey:
-                try:
-                    h = memo_get(e)
-                except TypeError:  # an unhashable key entry: asked below
-                    pass
-            elif type_get is not None and o is None:
-                h = type_get(type(y))
-            if f & LEAF and visit is None:
-                # A leaf (never `None`), asked through one reused Node: no object per
-                # leaf (the cyclic GC's passes over them cost more than the asking).
-                ask = h is None and select is not None
-                if ask or leaf is not None:
-                    path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
-                    cur.path, cur.node, cur.outer, cur.parent, cur._segs = path, y, o, par, None
-                    if ask:
-                        h = select(cur)  # type: ignore[misc]
-                if h:
-                    # `hits.add`, inlined: this is the hot path of a big `replace`.
-                    if o is not None:
-                        outers[len(hit_nodes)] = o
-                    if e is None:
-                        hit_base(prefix)
-                        hit_entry(None)
-                    elif whole_paths:  # made now, while the parent's path is fresh
-                        hit_base(par.path + (e,))  # type: ignore[union-attr]
-                        hit_entry(None)
-                    else:  # made when asked for (as `replace` calls `fn`)
-                        hit_base(par.path)  # type: ignore[union-attr]
-                        hit_entry(e)
-                    hit_node(y)
-                    if hit_parents is not None:
-                        hit_parents.append(par)
-                    if outermost:
-                        if rebuild and not f & SHARED:  # `_hit`, inlined
-                            slot(len(values))
-                            slot_hit(len(hit_nodes) - 1)
-                            append(None)
-                            return True
-                        return self._hit(y, f, flat)
-                append(y if leaf is None else leaf(cur))
-                return True
-            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
-            n = Node(path, y, o, par)
-            if select is not None and (y is not None or include_none):
-                if h is None:
-                    h = select(n)
-                if h:
-                    hit(path, y, o, par)
-                    if outermost:
-                        return self._hit(y, f, flat)
-            elif visit is not None:
-                action = visit(n)
-                if n.node is not y:  # `visit` put another node here (prewalk)
-                    return self._into(n, self.flags(n.node), values, pending, action, y)
-                if action >= HIT:
-                    hit(path, y, o, par)
-                    if action == HIT:
-                        return self._hit(y, f, flat)
-                elif action == KEEP:
-                    append(y)
-                    return True
-            if f & LEAF or (is_leaf is not None and call_user("is_leaf", is_leaf, path, y)):
-                append(y if leaf is None else leaf(n))
-                return True
-            if f & MUTABLE:
-                sub = done[id(y)] = self.walk(path, y, n, None, True)
-                late(values, pending, sub)
-                return True
-            return descend(path, y, n)
+                    if id(y) in done:  # met before: the same output, not visited again
+                        return mode.again(out, y, done[id(y)] if self.rebuild else None)
+                if f & BOX and not mode.boxes_are_nodes:
+                    return self.open(path, y, f, par, out)
+            return step(y, f, e, par)
 
-        if not inner and flags_of(x) & LEAF:  # a box's array, mostly: no flatten needed
-            at(x)
-            leaves, flat.treedef = values, _LEAF
+        if not children and self.flags(x) & LEAF:
+            at(x)  # a lone leaf (a box's array, mostly): no flatten needed
+            leaves, flat.treedef = flat.values, _LEAF_TREEDEF
         else:
             leaves, flat.treedef = jax.tree_util.tree_flatten(x, is_leaf=at)
-        if todo or len(leaves) != len(values):  # pragma: no cover - a broken invariant
+        if todo or len(leaves) != len(flat.values):  # pragma: no cover - a broken invariant
             raise AssertionError("treewalk: the flatten and the pass met different nodes")
         return flat
 
-    def _hit(self, y: Any, f: int, flat: Flat) -> bool:
-        """A hit the pass does not go into: its value is `results[i]`, known later."""
-        if not self.rebuild:
-            if f & SHARED:
-                self.done[id(y)] = None
-            flat.values.append(None)
-        elif f & SHARED:  # met again: the same result (a rare case: a Ref)
-            ref = self.done[id(y)] = Ref(len(self.hits) - 1)
-            self._late(flat.values, flat.pending, ref)
-        else:
-            flat.slots.append(len(flat.values))
-            flat.slot_hits.append(len(self.hits) - 1)
-            flat.values.append(None)
-        return True
-
-    @staticmethod
-    def _late(values: list[Any], pending: list[int], v: Any) -> None:
-        if type(v) in LATE:
-            pending.append(len(values))
-        values.append(v)
-
-    def _box(
-        self,
-        path: Path,
-        box: Any,
-        f: int,
-        parent: Node | None,
-        values: list[Any],
-        pending: list[int],
-        visit_it: bool,
-    ) -> bool:
-        if visit_it and self.visit_boxes and self.visit is not None:
-            n = Node(path, box, None, parent)
-            action = self.visit(n)
-            if n.node is not box:
-                return self._into(n, self.flags(n.node), values, pending, action, box)
-            if action >= HIT:
-                self.hits.add(path, box, None, parent)
-            if action == HIT:
-                ref = Ref(len(self.hits) - 1) if self.rebuild else None
-                self._late(values, pending, ref)
-                return True
-            if action == KEEP:
-                values.append(box)
-                return True
-            parent = n
+    def open(self, path: Path, box: Any, f: int, parent: Node | None, out: Out) -> bool:
+        """A box: its value walked at `path` plus a `BoxKey` (with the box as `outer`), and
+        the box rebuilt around the result."""
         name, inner, rebox = unbox(box, () if f & LEAF_BOX else self.pytree_boxes)
-        sub = self.walk((*path, BoxKey(name)), inner, parent, box, False)
-        out: Any = sub if f & LEAF_BOX and self.bare_leaf_boxes else Boxed(rebox, sub)
+        sub: Any = self.flatten(
+            (*path, BoxKey(name)), inner, parent, box, out.state, key=memo_entry(path)
+        )
+        if not (f & LEAF_BOX and self.bare_leaf_boxes):
+            sub = Boxed(rebox, sub)
         if f & SHARED:
-            self.done[id(box)] = out
-        self._late(values, pending, out)
+            self.done[id(box)] = sub
+        return out.late(sub)
+
+    def flags(self, x: Any) -> int:
+        f = self.kinds.get(type(x))
+        return self.kinds.learn(x) if f is None else f
+
+    def leaf(self, y: Any, f: int, path: Path) -> bool:
+        """Is `y` (of flags `f`, at `path`) a leaf of the pass: a JAX leaf, a `None` where
+        `include_none`, or what `is_leaf` says is one?"""
+        if f & LEAF or (y is None and self.include_none):
+            return True
+        is_leaf = self.is_leaf
+        return is_leaf is not None and bool(call_user("is_leaf", is_leaf, path, y))
+
+
+class Mode:
+    """What a pass is for: its `step` at each node after the rules (see the module)."""
+
+    #: The state a pass starts in (`Leaves`: nothing covered yet).
+    top: Any = None
+    #: Are boxes nodes too, visited before their value (the walks)?
+    boxes_are_nodes = False
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        raise NotImplementedError
+
+    def keep(self, out: Out, y: Any) -> bool:
+        """A node the rules keep as it is (hidden, excluded)."""
+        out.append(y)
         return True
 
-    def _into(
-        self, n: Node, f: int, values: list[Any], pending: list[int], action: int, old: Any
-    ) -> bool:
-        """`visit` put `n.node` in place of `old`: go into it (its root is not visited
-        again), unless `visit` said `KEEP` or it is a leaf. A shared `old` met again
-        gets the same output."""
-        new = n.node
-        if action == KEEP or (f & LEAF and not f & BOX):
-            values.append(new)
-        elif f & BOX:
-            self._box(n.path, new, f, n.parent, values, pending, False)
-        else:
-            self._late(values, pending, self.walk(n.path, new, n, None, True))
-        if self.flags(old) & SHARED:
-            self.done[id(old)] = values[-1]
-        return True
+    def again(self, out: Out, y: Any, value: Any) -> bool:
+        """A shared mutable object met before: `value`, its first visit's output."""
+        return out.late(value)
+
+
+# ---------------------------------------------------------------------------------- Copy
+
+
+class Copy(Mode):
+    """Nothing but the rules: the tree rebuilt as it is, with its mutable objects new (a
+    private copy, consistent with another pass's `done`)."""
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        append, go_on = out.append, out.go_on
+
+        def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
+            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+            if p.leaf(y, f, path):
+                append(y)
+                return True
+            return go_on(y, f, Node(path, y, outer if e is None else None, par))
+
+        return step
+
+
+# ---------------------------------------------------------------------------------- Find
+
+
+class Find(Mode):
+    """The nodes `matcher` picks are hits (`hits`), in pre-order. With `outermost` the
+    pass does not go into a hit (what `replace` acts on); otherwise it does (every
+    match). `None` is asked only where `include_none` makes it a leaf. `paths_now`: make
+    each hit's path at the hit (queries: kept as parent path and entry instead, the
+    parents' paths would outlive the pass for the GC to scan). `keep_parents`: keep each
+    hit's parent `Node` (for an `fn` that reads `n.parent`)."""
+
+    def __init__(
+        self,
+        matcher: Matcher,
+        *,
+        outermost: bool = True,
+        paths_now: bool = False,
+        keep_parents: bool = False,
+    ) -> None:
+        self.matcher = matcher
+        self.outermost, self.paths_now = outermost, paths_now
+        self.hits = Hits(keep_parents)
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        m = self.matcher
+        test, leaves_only = m.test, m.leaves_only
+        by_entry = None if m.by_entry is None else m.by_entry.get
+        by_type = None if m.by_type is None else m.by_type.get
+        outermost, paths_now, rebuild = self.outermost, self.paths_now, p.rebuild
+        hits, flat, append, key = self.hits, out.flat, out.append, out.key
+        bases, entries, nodes = hits.bases.append, hits.entries.append, hits.nodes
+        add_node, outers, parents, leaf_hits = nodes.append, hits.outers, hits.parents, hits.leaves
+        slot, slot_hit = flat.slots.append, flat.slot_hits.append
+        plain = p.is_leaf is None and not p.include_none  # a node's type says if it's a leaf
+        include_none, go_on, done = p.include_none, out.go_on, p.done
+
+        def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
+            o = outer if e is None else None
+            if plain:
+                leaf = f & LEAF
+            else:
+                leaf = p.leaf(y, f, prefix if e is None else par.path + (e,))  # type: ignore[union-attr]
+            n = None
+            if not leaf:
+                n = Node(prefix if e is None else par.path + (e,), y, o, par)  # type: ignore[union-attr]
+            # Ask the matcher, through what it declares: leaves only, memos by last key
+            # entry or by type; `None` only as a leaf (with `include_none`).
+            if (leaves_only and not leaf) or (y is None and not include_none):
+                h = False
+            else:
+                h = None
+                k = key if e is None else e
+                if by_entry is not None and k is not None:
+                    try:
+                        h = by_entry(k)
+                    except TypeError:  # an unhashable key entry: asked below
+                        pass
+                if h is None and by_type is not None and o is None:
+                    h = by_type(type(y))
+                if h is None:
+                    if n is None:
+                        if e is None:
+                            n = Node(prefix, y, o, par, True)
+                        else:
+                            n = leaf_node(par, e, y, o)  # type: ignore[arg-type]
+                    h = test(n)
+            if h:
+                # `hits.add`, inlined: this is the hot path of a big `replace`.
+                if o is not None:
+                    outers[len(nodes)] = o
+                if e is None:
+                    bases(prefix)
+                    entries(None)
+                elif paths_now:  # made now, while the parent's path is fresh
+                    bases(n.path if n is not None else par.path + (e,))  # type: ignore[union-attr]
+                    entries(None)
+                else:  # made when asked for (as `replace` calls `fn`)
+                    bases(par.path)  # type: ignore[union-attr]
+                    entries(e)
+                add_node(y)
+                if parents is not None:
+                    parents.append(par)
+                    leaf_hits.append(bool(leaf))  # type: ignore[union-attr]
+                if outermost:
+                    if not rebuild:
+                        if f & SHARED:
+                            done[id(y)] = None
+                        append(None)
+                    elif f & SHARED:  # met again, the same result (a Ref: a rare case)
+                        done[id(y)] = ref = Ref(len(nodes) - 1)
+                        out.late(ref)
+                    else:
+                        slot(len(flat.values))
+                        slot_hit(len(nodes) - 1)
+                        append(None)
+                    return True
+            if leaf:
+                append(y)
+                return True
+            return go_on(y, f, n)  # type: ignore[arg-type]
+
+        return step
+
+
+# -------------------------------------------------------------------------------- Leaves
+
+
+class Leaves(Mode):
+    """Every leaf gets the value `at_leaf(n, state)`; an internal node may change the state
+    of its subtree, `state = at_node(n, state)` (a mask: a node the selector picks covers
+    every leaf below it), and that subtree is then walked apart in the new state."""
+
+    def __init__(
+        self,
+        at_leaf: Callable[[Node, Any], Any],
+        at_node: Callable[[Node, Any], Any] | None = None,
+        top: Any = None,
+    ) -> None:
+        self.at_leaf, self.at_node, self.top = at_leaf, at_node, top
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        at_leaf, at_node, state = self.at_leaf, self.at_node, out.state
+        append, go_on = out.append, out.go_on
+
+        plain = p.is_leaf is None and not p.include_none
+
+        def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
+            o = outer if e is None else None
+            if f & LEAF and plain and e is not None:  # the common leaf: its path made if asked
+                append(at_leaf(leaf_node(par, e, y, o), state))  # type: ignore[arg-type]
+                return True
+            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+            if p.leaf(y, f, path):
+                append(at_leaf(Node(path, y, o, par, True), state))
+                return True
+            n = Node(path, y, o, par)
+            if y is not None and at_node is not None:
+                return go_on(y, f, n, at_node(n, state))
+            return go_on(y, f, n)
+
+        return step
+
+
+# ---------------------------------------------------------------------------------- Walk
+
+
+class Walk(Mode):
+    """`visit(n) -> new node` at every node, boxes included, the root first; the pass goes
+    into what it returned (`visit` is not called again on the new node itself). A tie
+    (an array or mutable object met before) gets the first visit's output."""
+
+    boxes_are_nodes = True
+
+    def __init__(self, visit: Callable[[Node], Any]) -> None:
+        self.visit = visit
+        self.ties: dict[int, Any] = {}
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        visit, ties, append, go_on = self.visit, self.ties, out.append, out.go_on
+
+        def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
+            if f & TIE and id(y) in ties:
+                append(ties[id(y)])
+                return True
+            o = outer if e is None else None
+            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+            leaf = not f & BOX and p.leaf(y, f, path)
+            n = Node(path, y, o, par, leaf)
+            new = visit(n)
+            if f & TIE:
+                ties[id(y)] = new
+            if new is y and not f & BOX:
+                if leaf:
+                    append(y)
+                    return True
+                return go_on(y, f, n)
+            # Into what `visit` returned: its root is not visited again.
+            g = p.flags(new)
+            if g & BOX:
+                p.open(path, new, g, par, out)
+            elif new is None or p.leaf(new, g, path):
+                append(new)
+            else:
+                out.go_on(new, g | MUTABLE, Node(path, new, o, par))  # apart: not in the flatten
+            if f & SHARED:
+                p.done[id(y)] = out.flat.values[-1]
+            return True
+
+        return step
+
+
+# -------------------------------------------------------------------------------- Record
+
+
+class Record(Mode):
+    """Every visible node into `log` in pre-order, with how to rebuild it, for `Log.fold`
+    (`postwalk`): a leaf, a node and its children's count, a kept value, or a tie."""
+
+    boxes_are_nodes = True
+
+    def __init__(self) -> None:
+        self.log = Log()
+        self.seen: set[int] = set()
+
+    def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
+        log, seen, append, go_on = self.log, self.seen, out.append, out.go_on
+
+        def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
+            if f & TIE:
+                if id(y) in seen:
+                    log.add(LOG_TIE, (), id(y))
+                    append(y)
+                    return True
+                seen.add(id(y))
+                log.firsts[len(log.kinds)] = id(y)
+            o = outer if e is None else None
+            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+            if f & BOX:
+                name, inner, rebox = unbox(y, () if f & LEAF_BOX else p.pytree_boxes)
+                log.node(path, y, lambda kids: rebox(kids[0]), 1)
+                sub = p.flatten((*path, BoxKey(name)), inner, par, y, None, key=memo_entry(path))
+                return out.late(sub)
+            if p.leaf(y, f, path):
+                log.add(LOG_LEAF, path, y)
+                append(y)
+                return True
+            treedef = jax.tree_util.tree_structure(y, is_leaf=lambda c: c is not y)
+            log.node(path, y, treedef.unflatten, treedef.num_leaves)
+            return go_on(y, f, Node(path, y, o, par))
+
+        return step
+
+    def keep(self, out: Out, y: Any) -> bool:
+        self.log.add(KEPT, (), y)
+        return super().keep(out, y)
+
+    def again(self, out: Out, y: Any, value: Any) -> bool:
+        self.log.add(LOG_TIE, (), id(y))
+        return super().again(out, y, value)

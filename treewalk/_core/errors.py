@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .paths import show_path
-
-if TYPE_CHECKING:  # for type checkers only: no import cycle at run time
-    from .._checkpoint.plan import LoadPlan
 
 
 class TreewalkError(Exception):
@@ -82,7 +79,8 @@ class LoadError(TreewalkError, ValueError):
     arrays whose shape or dtype does not fit; the message lists all of them at once, and
     `.plan` holds the whole `tw.LoadPlan`. A `ValueError`."""
 
-    plan: LoadPlan | None = None
+    #: The whole `tw.LoadPlan` (typed `Any` here: errors sit below the checkpoint code).
+    plan: Any = None
 
 
 def call_user(what: str, f: Callable[..., Any], path: Sequence[Any], *args: Any) -> Any:

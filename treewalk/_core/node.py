@@ -1,10 +1,11 @@
-"""`tw.Node`: what selectors and `fn`s with context see of one node of a tree."""
+"""`tw.Node`: what selectors and `fn`s with context see of one node of a tree; `Hits`, the
+nodes a pass selected."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .paths import Path, path_segments, segment
+from .paths import BoxKey, Path, path_segments, segment, show_path
 
 
 class Node:
@@ -12,7 +13,9 @@ class Node:
 
     Every call hands selectors a `Node` (`Selector.match(n)`), and `replace` hands one to
     an `fn` that defines `tw_call(n, key)` instead of `fn(path, node, key)` (as `tw.init`
-    does, to read a bias's fan-in from its layer's weight). Attributes:
+    does, to read a bias's fan-in from its layer's weight). A `Node` is made for one
+    visit and never changes afterwards: a selector may keep the nodes it is shown.
+    Attributes:
 
     - `path`: the node's key path (a box's value ends in a `tw.BoxKey`).
     - `node`: the node (the bare value, for a value inside a box).
@@ -20,6 +23,10 @@ class Node:
       `Parameter`), or `None`.
     - `parent`: the `Node` of the nearest enclosing node (the layer around a weight), or
       `None` at the root.
+    - `leaf`: whether the node is a leaf of the walk (an array, a Python scalar, a
+      function, a box's value, an `is_leaf` node; `None` only where a call includes
+      `None`s), rather than a container of other nodes (`None`, empty containers and
+      static nodes are containers without children).
     - `segs`, `last`: the path's segments (`tw.path_segments`), and the last one.
 
     !!! Example
@@ -40,21 +47,42 @@ class Node:
         ```
     """
 
-    __slots__ = ("path", "node", "outer", "parent", "_segs")
+    __slots__ = ("node", "outer", "parent", "leaf", "_path", "_entry", "_segs", "_above")
 
-    path: Path
     node: Any
     outer: Any
     parent: Node | None
-    _segs: tuple[Any, ...] | None
+    leaf: bool
 
-    def __init__(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
-        self.path, self.node, self.outer, self.parent = path, node, outer, parent
-        self._segs = None
+    def __init__(
+        self,
+        path: Path,
+        node: Any,
+        outer: Any = None,
+        parent: Node | None = None,
+        leaf: bool = False,
+    ) -> None:
+        self._path: Path | None = path
+        self.node, self.outer, self.parent, self.leaf = node, outer, parent, leaf
+        self._entry: Any = None
+        self._segs: tuple[Any, ...] | None = None
+        # Whether a matcher picks this node or one above it, by matcher (`algebra.above`).
+        self._above: dict[Any, bool] | None = None
+
+    @property
+    def path(self) -> Path:
+        """The node's key path (made when first asked for, for a leaf)."""
+        path = self._path
+        if path is None:
+            path = self._path = self.parent.path + (self._entry,)  # type: ignore[union-attr]
+        return path
 
     @property
     def last(self) -> Any:
         """The last segment, or `None` at the root."""
+        e = self._entry
+        if e is not None:  # a leaf made by the engine: its own entry is the last one
+            return segment(e)
         segs = self._segs
         if segs is not None:
             return segs[-1] if segs else None
@@ -70,8 +98,28 @@ class Node:
         """The path's segments (`tw.path_segments(self.path)`), computed once."""
         segs = self._segs
         if segs is None:
-            segs = self._segs = segments_below(self.parent, self.path)
+            e = self._entry
+            if e is not None:  # parent's segments and this leaf's entry: no path made
+                segs = self.parent.segs  # type: ignore[union-attr]
+                s = segment(e)
+                if s is not None:
+                    segs = (*segs, s)
+            else:
+                segs = segments_below(self.parent, self.path)
+            self._segs = segs
         return segs
+
+    def __repr__(self) -> str:
+        kind = "leaf" if self.leaf else "node"
+        return f"tw.Node({kind} at {show_path(self.path)}: {type(self.node).__name__})"
+
+
+def leaf_node(parent: Node, entry: Any, node: Any, outer: Any) -> Node:
+    """The `Node` of a leaf at `entry` below `parent`, its path made only if asked for.
+    (`entry` is never a `BoxKey`: a box's value is the root of its own flatten.)"""
+    n = Node(None, node, outer, parent, True)  # type: ignore[arg-type]
+    n._entry = entry
+    return n
 
 
 def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:
@@ -111,17 +159,33 @@ def _extend(segs: tuple[Any, ...], base: Path, path: Path) -> tuple[Any, ...]:
     return segs
 
 
+def memo_key(n: Node) -> Any:
+    """The key entry a by-entry memo answers `n` by (see `memo_entry`)."""
+    e = n._entry
+    return e if e is not None else memo_entry(n.path)
+
+
+def memo_entry(path: Path) -> Any:
+    """The key entry a by-entry memo answers a node at `path` by: its last entry, or for a
+    box's value the entry of the box (an NNX bias by `bias`); `None` at the root."""
+    for i in range(len(path) - 1, -1, -1):
+        if type(path[i]) is not BoxKey:
+            return path[i]
+    return None
+
+
 class Hits:
     """The nodes a pass selected, in pre-order, as parallel lists: each hit's path, as its
     parent's path (`bases[i]`) and its last entry (`entries[i]`, `None` when `bases[i]`
     is the whole path), `nodes[i]`, the box around each (`outers`, only where there is
-    one) and, when the pass was asked to keep them, the parent `Node`s. No object is made
+    one) and, when the pass was asked to keep them, the parent `Node`s and whether each
+    hit is a leaf. No object is made
     per hit: on 100,000 hits the cyclic GC's passes over such objects (a path tuple per
     leaf included) cost more than the pass. `path(i)` makes hit `i`'s path when it is
     asked for, `paths` all of them; `hits[i]` makes a `Node` of hit `i` when a selector
     or `fn` needs one (a new one each time: kept, they would outlive their use)."""
 
-    __slots__ = ("bases", "entries", "nodes", "outers", "parents")
+    __slots__ = ("bases", "entries", "nodes", "outers", "parents", "leaves")
 
     def __init__(self, keep_parents: bool) -> None:
         self.bases: list[Path] = []
@@ -129,15 +193,7 @@ class Hits:
         self.nodes: list[Any] = []
         self.outers: dict[int, Any] = {}
         self.parents: list[Node | None] | None = [] if keep_parents else None
-
-    def add(self, path: Path, node: Any, outer: Any, parent: Node | None) -> None:
-        if outer is not None:
-            self.outers[len(self.nodes)] = outer
-        self.bases.append(path)
-        self.entries.append(None)
-        self.nodes.append(node)
-        if self.parents is not None:
-            self.parents.append(parent)
+        self.leaves: list[bool] | None = [] if keep_parents else None
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -160,6 +216,7 @@ class Hits:
         return segments_below(None if parents is None else parents[i], self.path(i))
 
     def __getitem__(self, i: int) -> Node:
-        parents = self.parents
+        parents, leaves = self.parents, self.leaves
         parent = None if parents is None else parents[i]
-        return Node(self.path(i), self.nodes[i], self.outers.get(i), parent)
+        leaf = leaves is not None and leaves[i]
+        return Node(self.path(i), self.nodes[i], self.outers.get(i), parent, leaf)

@@ -133,6 +133,12 @@ def variable_kind(box: Any) -> str | None:
     return "param" if isinstance(box, _attr("flax.nnx.variablelib", "Param")) else "other"
 
 
+def is_optimizer_state(x: Any) -> bool:
+    """Is `x` an optimiser's state (an optax state such as `ScaleByAdamState`, whose `mu`
+    and `nu` mirror the parameters' paths)?"""
+    return type(x).__module__.split(".")[0] == "optax"
+
+
 def _nnx_states() -> tuple[type, ...]:
     return _attr("flax.nnx.statelib", "State", "FlatState")
 
@@ -154,14 +160,18 @@ def nnx_kind(tree: Any) -> str | None:
     return None
 
 
-def nnx_pure(out: Any, kind: str) -> Any:
-    """The pure form of a mask or label tree `out` built from an NNX module or `nnx.State`
-    (`kind`): bools (labels) where the variables were, as `nnx.Optimizer` hands optax the
-    parameters. From a module, the `nnx.Param`s only (what `wrt=nnx.Param` optimises)."""
+def nnx_pure(out: Any, kind: str, wrt: Any = None) -> Any:
+    """A mask or label tree `out` built from an NNX module or `nnx.State` (`kind`), in the
+    form its consumer wants. From a module: the pure state (bools or labels where the
+    variables were) of what `nnx.Optimizer(..., wrt=wrt)` optimises, as it hands optax
+    the parameters (`wrt` defaults to `nnx.Param`). From a State: its own structure, or
+    with `wrt` the pure state of those variables."""
     nnx = sys.modules["flax.nnx"]
     if kind == "module":
-        out = nnx.state(out, nnx.Param)
-    return nnx.as_pure(out)
+        return nnx.as_pure(nnx.state(out, nnx.Param if wrt is None else wrt))
+    if wrt is not None:
+        return nnx.as_pure(nnx.filter_state(out, wrt))
+    return out
 
 
 from .layouts import BIAS_NAMES as BIAS_NAMES  # noqa: E402

@@ -23,12 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _attr
 
-#: The conventions `tw.load(layout=...)` and `tw.export(layout=...)` accept.
-LAYOUTS = ("torch", "equinox", "flax", "haiku")
+#: The conventions `tw.load(convention=...)` and `tw.export(convention=...)` accept.
+CONVENTIONS = ("torch", "equinox", "flax", "haiku")
+
+#: What joins the segments of a key in each convention's checkpoints (`tw.export`):
+#: `encoder.layers.0.weight` for PyTorch and Equinox, `encoder/layers/0/kernel` for Flax
+#: and Haiku.
+KEY_SEPARATOR = {"torch": ".", "equinox": ".", "flax": "/", "haiku": "/"}
 
 _DENSE_OIK = {"weight": "weight", "bias": "bias"}
 #: `NAMES[framework][kind][role]`: the attribute / key a role goes by.
@@ -67,8 +74,16 @@ WEIGHT_AXES = {"torch": "oik", "equinox": "oik", "flax": "kio", "haiku": "kio"}
 #: Roles whose arrays are vectors (reshaped when only singleton axes differ).
 VECTOR_ROLES = frozenset({"bias", "scale", "offset", "mean", "var"})
 
-#: Source keys a PyTorch state_dict holds that no JAX framework has (BatchNorm's counter).
-TORCH_ONLY = frozenset({"num_batches_tracked"})
+#: The last names of keys a convention's checkpoints hold that no JAX framework has
+#: (PyTorch BatchNorm's counter): `tw.load` skips them.
+_SOURCE_ONLY = {"torch": frozenset({"num_batches_tracked"})}
+
+
+def source_only(convention: str | None, name: str) -> bool:
+    """Is `name` (the last segment of a source key) an array only checkpoints in
+    `convention` hold (`num_batches_tracked` in a PyTorch state_dict), skipped by `tw.load`?"""
+    return convention is not None and name in _SOURCE_ONLY.get(convention, ())
+
 
 _TYPED = (
     ("equinox.nn", ("Linear", "Conv"), "equinox", "dense"),
@@ -183,8 +198,6 @@ def is_rng_state(box: Any) -> bool:
 
 def is_tensor(value: Any) -> bool:
     """A numpy or JAX array, or a PyTorch tensor (a value of a flat checkpoint mapping)."""
-    import jax
-
     return isinstance(value, np.ndarray | jax.Array) or (
         type(value).__module__.startswith("torch") and hasattr(value, "shape")
     )
@@ -199,8 +212,6 @@ def to_numpy(value: Any) -> np.ndarray:
 
 def meta_of(value: Any) -> tuple[tuple[int, ...], np.dtype]:
     """`(shape, dtype)` of an array or PyTorch tensor, without copying it."""
-    import jax.numpy as jnp
-
     if type(value).__module__.startswith("torch"):
         return tuple(value.shape), jnp.dtype(str(value.dtype).removeprefix("torch."))
     return tuple(value.shape), jnp.dtype(value.dtype)

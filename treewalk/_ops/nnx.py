@@ -15,9 +15,9 @@ from jax.tree_util import GetAttrKey, SequenceKey
 from .._core.node import Node
 from .._core.paths import BoxKey, Path, path_segments
 from .._frameworks import unboxed
-from .._select.atoms import Selector, as_selector, brief
+from .._select.algebra import Selector, as_selector, brief
 from .._select.strict import Recorder
-from .query import leaf_values
+from .query import covered
 
 
 class NNXFilter:
@@ -36,7 +36,7 @@ class NNXFilter:
         keys: Path = tuple(SequenceKey(s) if type(s) is int else GetAttrKey(str(s)) for s in segs)
         if outer is not None:
             keys = (*keys, BoxKey("value"))
-        n = Node(keys, inner, outer, None)
+        n = Node(keys, inner, outer, None, True)  # NNX asks about variables: leaves
         n._segs = segs
         return bool(self.selector.match(n))
 
@@ -111,14 +111,13 @@ def nnx_filter(
         return NNXFilter(sel, None)
     selected: set[tuple[Any, ...]] = set()
     rec = Recorder() if strict else None
-    match = sel.compile() if rec is None else rec.compile(sel)
+    m = sel.compile(None if rec is None else rec.wrap)
 
-    def leaf(n: Node) -> Any:
-        if match(n):
+    def at_leaf(n: Node, picked: bool) -> None:
+        if picked:
             selected.add(path_segments(n.path))
-        return n.node
 
-    leaf_values(model, leaf, None)
+    covered(model, m, at_leaf, rebuild=False)
     if rec is not None:
-        rec.check(model, [(None, sel)], call="tw.nnx_filter", is_leaf=None, leaves_only=True)
+        rec.check(model, [(None, sel)], call="tw.nnx_filter", is_leaf=None)
     return NNXFilter(sel, frozenset(selected))

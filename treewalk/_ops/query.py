@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._core.engine import GO, HIT, KEEP, Pass
-from .._core.errors import LabelError, StructureError
+from .._core.engine import Find, Leaves, Pass
+from .._core.errors import ArgumentError, LabelError, StructureError, call_user
+from .._core.matcher import Matcher
 from .._core.node import Hits, Node
-from .._core.paths import Path, show_path
+from .._core.paths import Path, path_segments, show_path
 from .._core.types import IsLeaf, PyTree
 from .._frameworks import nnx_kind, nnx_pure, variable_kind
-from .._select.atoms import Selector, as_selector, brief
+from .._select.algebra import Selector, as_selector, brief
 from .._select.strict import Recorder
 
 
 def find(
     tree: Any,
-    sel: Selector,
+    sel: Selector | Matcher,
     *,
     is_leaf: IsLeaf = None,
     include_none: bool = False,
@@ -26,15 +27,37 @@ def find(
     """The nodes `sel` matches, in pre-order: every match, or with `outermost` only
     those not inside another (the nodes `replace` acts on). `None` only with
     `include_none`."""
-    p = Pass(
-        select=sel.compile(),
-        outermost=outermost,
-        include_none=include_none,
-        is_leaf=is_leaf,
-        rebuild=False,
-    )
-    p.run(tree)
-    return p.hits
+    m = sel.compile() if isinstance(sel, Selector) else sel
+    mode = Find(m, outermost=outermost, paths_now=True)
+    Pass(mode, include_none=include_none, is_leaf=is_leaf, rebuild=False).run(tree)
+    return mode.hits
+
+
+def covered(
+    tree: Any,
+    m: Matcher,
+    at_leaf: Callable[[Node, bool], Any],
+    *,
+    is_leaf: IsLeaf = None,
+    rebuild: bool = True,
+) -> Any:
+    """`tree` with every leaf (looking through boxes) replaced by `at_leaf(n, covered)`,
+    `covered` true where `m` picks the leaf or a node above it: the leaves `replace`
+    would change. One pass; boxes that are pytree nodes (NNX `Variable`, linen
+    `Partitioned`) are kept, so the result has the tree's treedef; a box that is a leaf
+    (a penzai `Parameter`) gives a leaf, its value's."""
+
+    test = m.test  # at a leaf: `leaves_only` does not apply
+
+    def at_node(n: Node, covered: bool) -> bool:
+        return covered or m(n)
+
+    def leaf(n: Node, covered: bool) -> Any:
+        return at_leaf(n, covered or test(n))
+
+    mode = Leaves(leaf, at_node, top=False)
+    flat = Pass(mode, is_leaf=is_leaf, rebuild=rebuild, bare_leaf_boxes=True).run(tree)
+    return flat.finish() if rebuild else None
 
 
 def select(
@@ -116,34 +139,44 @@ def paths(
     return hits.paths
 
 
-_MISSING: Any = object()
-
-
 def lookup(tree: Any, wanted: list[Path], what: str, is_leaf: IsLeaf = None) -> list[Any]:
-    """The nodes at `wanted` paths (box entries included) in `tree`, in one pass that goes
-    only where one of the paths leads."""
+    """The nodes at `wanted` paths (box entries included) in `tree`, in one pass."""
     index = {path: i for i, path in enumerate(wanted)}
-    on_the_way = {path[:k] for path in wanted for k in range(len(path))}
-    out = [_MISSING] * len(wanted)
-
-    def visit(n: Node) -> int:
-        i = index.get(n.path)
-        if i is not None:
-            out[i] = n.node
-            return HIT
-        return GO if n.path in on_the_way else KEEP
-
-    Pass(visit, is_leaf=is_leaf, rebuild=False).run(tree)
-    missing = [p for p, x in zip(wanted, out, strict=True) if x is _MISSING]
+    hits = find(tree, Matcher(lambda n: n.path in index), is_leaf=is_leaf, outermost=True)
+    found = dict(zip(hits.paths, hits.nodes, strict=True))
+    missing = [p for p in wanted if p not in found]
     if missing:
-        raise StructureError(
+        raise StructureError(_missing_message(tree, wanted, missing, what, is_leaf))
+    return [found[p] for p in wanted]
+
+
+def _missing_message(
+    tree: Any, wanted: list[Path], missing: list[Path], what: str, is_leaf: IsLeaf
+) -> str:
+    """Why a where-function's paths are not in `tree`: another structure, or the same
+    places under other key entries (built on an `nnx.State`, used on the module)."""
+    by_segs = {path_segments(p): p for p in find(tree, Matcher(lambda n: True)).paths}
+    first = missing[0]
+    there = by_segs.get(path_segments(first))
+    if there is not None:
+        return (
             f"{what}: {len(missing)} of its {len(wanted)} paths are not in the tree it was "
-            f"given, e.g. {show_path(missing[0])}. A where-function looks nodes up by the "
-            f"paths it found in the tree it was built on: build it on a tree of the same "
-            f"structure as the one you pass (`tw.where(model, sel)` for `eqx.tree_at(..., "
-            f"model, ...)`)."
+            f"given, e.g. {show_path(first)}: this tree has that place, but under other "
+            f"key entries ({_entries(there)} here, {_entries(first)} in the tree the "
+            f"where-function was built on: an `nnx.State` holds dict entries where its "
+            f"module has attributes). Build the where-function on the tree you pass it: "
+            f"`tw.where(model, sel)` for `eqx.tree_at(..., model, ...)`."
         )
-    return out
+    return (
+        f"{what}: {len(missing)} of its {len(wanted)} paths are not in the tree it was "
+        f"given, e.g. {show_path(first)}. A where-function looks nodes up by the paths it "
+        f"found in the tree it was built on: build it on a tree of the same structure as "
+        f"the one you pass (`tw.where(model, sel)` for `eqx.tree_at(..., model, ...)`)."
+    )
+
+
+def _entries(path: Path) -> str:
+    return "/".join(type(e).__name__ for e in path)
 
 
 def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[Any], list[Any]]:
@@ -177,44 +210,60 @@ def where(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None) -> Callable[[A
     return where_fn
 
 
-def leaf_values(tree: Any, leaf: Callable[[Node], Any], is_leaf: IsLeaf) -> Any:
-    """`tree` with every leaf (looking through boxes) replaced by `leaf(n)`: one pass, one
-    unflatten. Boxes that are pytree nodes (NNX `Variable`, linen `Partitioned`) are kept,
-    so the result has the tree's treedef; a box that is a leaf (a penzai `Parameter`)
-    gives a leaf, its value's."""
-    return Pass(leaf=leaf, is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
-
-
-def _pure(tree: Any, out: Any) -> Any:
+def pure(tree: Any, out: Any, wrt: Any) -> Any:
+    """A mask or label tree `out` made from `tree` in the form its consumer wants: from an
+    NNX module, the pure `nnx.State` of what `nnx.Optimizer(..., wrt=wrt)` optimises (a
+    value where each such `Variable` was; `wrt` defaults to `nnx.Param`); from anything
+    else, the tree's own structure (an `nnx.State` keeps its boxes), or with `wrt`, the
+    pure state of those variables."""
     kind = nnx_kind(tree)
-    return out if kind is None else nnx_pure(out, kind)
+    if kind is None:
+        if wrt is not None:
+            raise ArgumentError(
+                f"wrt= is for NNX modules and `nnx.State`s (the variables nnx.Optimizer "
+                f"optimises); this tree is a {type(tree).__name__}. Leave wrt= out."
+            )
+        return out
+    return nnx_pure(out, kind, wrt)
 
 
-def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, strict: bool = True) -> PyTree:
-    """A pytree of `bool` with `tree`'s structure: `True` exactly at the leaves `selector`
-    matches.
+def mask(
+    tree: PyTree,
+    selector: Any,
+    *,
+    is_leaf: IsLeaf = None,
+    strict: bool = True,
+    wrt: Any = None,
+) -> PyTree:
+    """A pytree of `bool` with `tree`'s structure: `True` exactly at the leaves
+    [`tw.replace`][treewalk.replace] would change, those `selector` picks and those inside
+    a node it picks.
 
-    The selector is asked about leaves only, so `~tw.name("bias")` means "every leaf but the
-    biases". To mask everything inside a layer, say so: `tw.inside(tw.of_type(LayerNorm))`
-    (a bare `tw.of_type(LayerNorm)` matches the layer, which is not a leaf).
+    So `tw.mask(model, tw.of_type(LayerNorm))` marks every leaf of every `LayerNorm`,
+    as `replace` would hand `fn` each whole layer, and `~tw.name("bias")` (a negation
+    picks leaves) marks every leaf but the biases. [`tw.show`][treewalk.show] marks the
+    same leaves.
 
     Boxes are kept (a linen `Partitioned` mask holds `Partitioned` bools), so the mask
-    has the same treedef as the tree and works with `optax.masked`, `eqx.filter` and
-    `eqx.partition`.
+    has the same treedef as the tree and works with `optax.masked`, `eqx.filter`,
+    `eqx.partition` and `jax.tree.map(f, tree, mask)`.
 
-    **NNX**: the mask of an NNX module or `nnx.State` is *pure*, the form
-    `nnx.Optimizer` hands optax: an `nnx.State` with a `bool` where each `Variable` was
-    (as `nnx.as_pure` gives). From a module it holds the `nnx.Param`s only (what
-    `nnx.Optimizer(..., wrt=nnx.Param)` optimises), but the selection is made on the
-    module, so `tw.inside(nnx.LayerNorm)` works; an `nnx.State` holds no modules, so
-    there select by path (`"**/norm/**"`). Either way it works as
-    `optax.adamw(..., mask=tw.mask(model, sel))`, and so does
-    `mask=lambda p: tw.mask(p, sel)`.
+    **NNX.** The mask of an `nnx.State` has the State's structure (its `Variable`s hold
+    bools), for `jax.tree.map(f, state, mask)`; the mask of a pure state (`nnx.pure(...)`,
+    or what optax hands a mask function) is pure. The mask of an NNX *module* is what
+    `nnx.Optimizer` hands optax: the pure `nnx.State` of the variables it optimises,
+    `nnx.Param`s by default; pass the optimiser's own filter as `wrt=` when it is
+    another (`nnx.Optimizer(model, tx, wrt=f)` wants `tw.mask(model, sel, wrt=f)`). The
+    selection is made on the module, so `tw.inside(nnx.LayerNorm)` works; an
+    `nnx.State` holds no modules, so there select by path (`"**/norm/**"`). Both
+    `optax.adamw(..., mask=tw.mask(model, sel))` and `mask=lambda p: tw.mask(p, sel)`
+    work with `nnx.Optimizer`.
 
     **Strict** (default): every atom of the selector (each `tw.name`, glob, regex,
-    `tw.of_type`, `tw.inside`) must match at least one leaf, so a typo such as
+    `tw.of_type`, `tw.inside`) must match at least one node, so a typo such as
     `~tw.name("biass")` (which would decay every bias) is a `tw.NoMatchError` naming
-    the atom and the closest paths. `strict=False` allows it.
+    the atom and the closest paths. `strict=False` allows it. A tree without leaves
+    has nothing to miss: its mask is its structure.
 
     !!! warning "Equinox models with optax"
 
@@ -234,49 +283,57 @@ def mask(tree: PyTree, selector: Any, *, is_leaf: IsLeaf = None, strict: bool = 
         params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
         decay = tw.mask(params, ~tw.name("bias"))
         assert decay == {"dense": {"kernel": True, "bias": False}}
+        assert tw.mask(params, "dense") == {"dense": {"kernel": True, "bias": True}}
         opt = optax.adamw(1e-3, mask=decay)
         ```
     """
     sel = as_selector(selector)
-    if not strict:
-        return _pure(tree, leaf_values(tree, sel.compile(), is_leaf))
-    rec = Recorder()
-    out = leaf_values(tree, rec.compile(sel), is_leaf)
-    rec.check(tree, [(None, sel)], call="tw.mask", is_leaf=is_leaf, leaves_only=True)
-    return _pure(tree, out)
+    rec = Recorder() if strict else None
+    m = sel.compile(None if rec is None else rec.wrap)
+    out = covered(tree, m, _covered, is_leaf=is_leaf)
+    if rec is not None:
+        rec.check(tree, [(None, sel)], call="tw.mask", is_leaf=is_leaf)
+    return pure(tree, out, wrt)
+
+
+def _covered(n: Node, covered: bool) -> bool:
+    return covered
 
 
 def labels(
     tree: PyTree,
-    spec: Mapping[Any, Any],
+    spec: Mapping[Any, Any] | Callable[[Path, Any], Any],
     *,
     default: Any = None,
     is_leaf: IsLeaf = None,
     strict: bool = True,
+    wrt: Any = None,
 ) -> PyTree:
     """A pytree of labels with `tree`'s structure, for `optax.multi_transform`.
 
     For an Equinox model pass a function, `param_labels=lambda p: tw.labels(p, spec)`:
     the label tree of a model is a `Module`, which `multi_transform` would call.
 
-    Each leaf gets the label whose selector matches it. As in [`tw.mask`][treewalk.mask],
-    selectors are asked about leaves only (use `tw.inside(...)` for "everything in this
-    layer"). A leaf that two labels claim is an error; so is a leaf no label claims when
-    `default` is `None`.
+    Each leaf gets the label whose selector picks it or a node above it (as in
+    [`tw.mask`][treewalk.mask]: `{"frozen": "encoder"}` labels every leaf of the
+    encoder). A leaf that two labels claim is an error; so is a leaf no label claims
+    when `default` is `None`. Or give a function `spec(path, leaf) -> label`, asked at
+    every leaf (a label computed from the path, e.g. a learning rate per block).
 
     **Arguments:**
 
     - `tree`: the parameters.
-    - `spec`: `{label: selector, ...}`, in priority of nothing: overlaps are errors.
+    - `spec`: `{label: selector, ...}`, in priority of nothing: overlaps are errors; or
+      `fn(path, leaf) -> label`.
     - `default`: the label of leaves no selector claims.
-    - `strict`: every atom of every selector must match a leaf (as in
+    - `strict`: every atom of every selector must match a node (as in
       [`tw.mask`][treewalk.mask]): `{"frozen": "dens/**"}` (a typo) is a
       `tw.NoMatchError`, not a silent "freeze nothing". `strict=False` allows it.
+    - `wrt`: as in [`tw.mask`][treewalk.mask], the filter of `nnx.Optimizer(wrt=...)`.
 
-    As with `tw.mask`, the labels of an NNX module or `nnx.State` are pure (a label
-    where each `Variable` was; the `nnx.Param`s only, from a module, so its batch
-    statistics and RNG state need no label), as `nnx.Optimizer` hands optax the
-    parameters.
+    As with `tw.mask`, the labels of an NNX module are pure, for the variables
+    `nnx.Optimizer` optimises (its batch statistics and RNG state need no label), and the
+    labels of an `nnx.State` have its structure.
 
     **Raises:**
 
@@ -295,27 +352,45 @@ def labels(
         assert lab == {"dense": {"kernel": "decay", "bias": "plain"}}
         tx = optax.multi_transform(
             {"decay": optax.adamw(1e-3), "plain": optax.sgd(1e-3)}, lab)
+        by_name = tw.labels(params, lambda path, leaf: tw.path_str(path).split("/")[-1])
+        assert by_name == {"dense": {"kernel": "kernel", "bias": "bias"}}
         ```
     """
+    # The labels of an NNX module hold its optimised variables only: the others (batch
+    # statistics, RNG state) need no label.
+    params_only = nnx_kind(tree) == "module" and wrt is None
+    if callable(spec) and not isinstance(spec, Mapping):
+        fn = spec
+
+        def by_fn(n: Node, _: Any) -> Any:
+            if params_only and variable_kind(n.outer) == "other":
+                return default
+            return call_user("the labels function", fn, n.path, n.path, n.node)
+
+        out = Pass(Leaves(by_fn), is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
+        return pure(tree, out, wrt)
     if not isinstance(spec, Mapping) or not spec:
         raise LabelError(
-            f"labels takes a non-empty mapping {{label: selector}}; got {type(spec).__name__}. "
-            f"For example tw.labels(params, {{'decay': '**/kernel', 'no_decay': '**/bias'}})."
+            f"labels takes a non-empty mapping {{label: selector}} or a function "
+            f"(path, leaf) -> label; got {type(spec).__name__}. For example "
+            f"tw.labels(params, {{'decay': '**/kernel', 'no_decay': '**/bias'}})."
         )
     sels = [
         (lab, as_selector(s, what=f"the selector of label {lab!r}")) for lab, s in spec.items()
     ]
-    rec = Recorder()
-    matchers = [(lab, rec.compile(s) if strict else s.compile()) for lab, s in sels]
+    rec = Recorder() if strict else None
+    wrap = None if rec is None else rec.wrap
+    matchers = [(lab, s.compile(wrap)) for lab, s in sels]
     conflicts: list[str] = []
     unlabelled: list[str] = []
 
-    # The labels of an NNX module hold its Params only: other variables (batch
-    # statistics, RNG state) need no label.
-    params_only = nnx_kind(tree) == "module"
+    def at_node(n: Node, above: tuple[Any, ...]) -> tuple[Any, ...]:
+        # The labels that cover this node's subtree: those above, and those picking it.
+        new = tuple(lab for lab, m in matchers if lab not in above and m(n))
+        return (*above, *new) if new else above
 
-    def leaf(n: Node) -> Any:
-        labs = [lab for lab, m in matchers if m(n)]
+    def at_leaf(n: Node, above: tuple[Any, ...]) -> Any:
+        labs = list(above) + [lab for lab, m in matchers if lab not in above and m(n)]
         if len(labs) == 1:
             return labs[0]
         if params_only and variable_kind(n.outer) == "other":
@@ -327,9 +402,10 @@ def labels(
         conflicts.append(f"{show_path(n.path)} (labels {', '.join(map(repr, labs))})")
         return labs[0]
 
-    out = leaf_values(tree, leaf, is_leaf)
-    if strict:
-        rec.check(tree, sels, call="tw.labels", is_leaf=is_leaf, leaves_only=True)
+    mode = Leaves(at_leaf, at_node, top=())
+    out = Pass(mode, is_leaf=is_leaf, bare_leaf_boxes=True).run(tree).finish()
+    if rec is not None:
+        rec.check(tree, sels, call="tw.labels", is_leaf=is_leaf)
     if conflicts:
         raise LabelError(
             f"{len(conflicts)} leaves are claimed by more than one label: "
@@ -342,4 +418,4 @@ def labels(
             f"{' ...' if len(unlabelled) > 5 else ''}. Add a selector that claims them or "
             f"pass default=<label>. Labels: {', '.join(repr(lab) for lab, _ in sels)}."
         )
-    return _pure(tree, out)
+    return pure(tree, out, wrt)

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .._core.engine import Pass
-from .._core.errors import ArgumentError, NoMatchError, check_callable
+from .._core.engine import Copy, Find, Pass
+from .._core.errors import ArgumentError, check_callable
 from .._core.kinds import LEAF, flags_of
 from .._core.node import Hits
 from .._core.rebuild import ready
-from .._core.types import PyTree
+from .._core.types import PyTree, ReplaceFn
 from .._frameworks import registry
-from .._select.atoms import as_selector, brief
-from .._select.strict import Recorder
-from .._select.strict import no_match_message as no_match_message
-from .results import ReplaceFn, check_fn, results
+from .._select.algebra import as_selector, brief
+from .._select.strict import Recorder, check_selects
+from .results import check_fn, results
 
 
 def replace(
@@ -24,7 +23,7 @@ def replace(
     fn: ReplaceFn,
     *,
     key: Any = None,
-    keys: Literal["path", "split"] = "path",
+    key_policy: Literal["path", "split"] = "path",
     is_leaf: Callable[[Any], bool] | None = None,
     strict: bool = True,
     check: bool = True,
@@ -47,7 +46,7 @@ def replace(
     - `key`: a PRNG key (`jax.random.key(0)`, or a legacy `uint32[2]` key). Without it
       `fn` gets `key=None`; with it every selected node gets its own independent key, of
       the same kind as the one passed.
-    - `keys`: how the per-node keys are made. `"path"` (default): from the root key and a
+    - `key_policy`: how the per-node keys are made. `"path"` (default): from the root key and a
       stable hash of the node's path segments, so a node's key depends only on its path:
       adding a layer or changing the selector changes no other node's values. `"split"`:
       `jax.random.split(key, n)` handed out in traversal order (optax's
@@ -113,37 +112,32 @@ def replace(
     sel = as_selector(selector)
     check_callable("fn", fn, hint="lambda path, node, key: node")
     check_fn(fn)
-    if keys not in ("path", "split"):
-        raise ArgumentError(f"keys= must be 'path' or 'split'; got {keys!r}.")
+    if key_policy not in ("path", "split"):
+        raise ArgumentError(f"key_policy= must be 'path' or 'split'; got {key_policy!r}.")
     if key is None and getattr(fn, "needs_key", False):
         raise ArgumentError(
             f"{fn!r} draws random values and needs a key: pass key=jax.random.key(0) to "
             f"tw.replace (selector {brief(sel)})."
         )
     rec = Recorder() if strict else None
-    match = sel.compile() if rec is None else rec.compile(sel)
+    m = sel.compile(None if rec is None else rec.wrap)
     # An `fn` with context (`tw_call`, `tw_signature`, `tw_batched`) gets `Node`s, whose
     # `parent` it may read (`tw.init` finds a bias's layer so).
     context = any(hasattr(fn, a) for a in ("tw_call", "tw_signature", "tw_batched"))
-    p = Pass(select=match, include_none=include_none, is_leaf=is_leaf, keep_parents=context)
+    find = Find(m, keep_parents=context)
+    p = Pass(find, include_none=include_none, is_leaf=is_leaf)
     flat = p.run(tree)
-    hits = p.hits
+    hits = find.hits
     if rec is not None:
-        rec.check(
-            tree,
-            [(None, sel)],
-            call="tw.replace",
-            is_leaf=is_leaf,
-            leaves_only=False,
-            include_none=include_none,
-        )
+        where = {"call": "tw.replace", "is_leaf": is_leaf, "include_none": include_none}
+        rec.check(tree, [(None, sel)], **where)
         if not hits:
-            raise NoMatchError(no_match_message(tree, sel, is_leaf))
+            check_selects(tree, sel, **where)
     if not hits:
         return flat.finish()
     if registry.mutable or registry.leaf_boxes:
         _private_hits(hits, p, is_leaf)
-    return flat.finish(results(hits, fn, key, keys, sel, check))
+    return flat.finish(results(hits, fn, key, key_policy, sel, check))
 
 
 def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:
@@ -154,7 +148,7 @@ def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:
     nodes = hits.nodes
     for i, node in enumerate(nodes):
         if not flags_of(node) & LEAF and node is not None:
-            copy = Pass(is_leaf=is_leaf, done=done)
+            copy = Pass(Copy(), is_leaf=is_leaf, done=done)
             flat = copy.run(node)
             if copy.met_shared:
                 nodes[i] = flat.finish()

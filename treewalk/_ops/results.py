@@ -4,7 +4,6 @@ ties computed once, keys derived at once and same-shape draws batched."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,19 +22,29 @@ from .._core.keys import Keys, as_typed_key, path_keys, split_keys
 from .._core.kinds import ARRAY_TYPES, flags_of, tie_id
 from .._core.node import Hits, Node
 from .._core.paths import Path, show_path
-from .._fns import _place, constrain, eager, stack_sharding
-from .._select.atoms import Selector, brief
-
-#: `fn(path, node, key) -> new node`, what `tw.replace` calls on each selected node.
-ReplaceFn = Callable[[Path, Any, Any], Any]
+from .._core.placement import constrain, eager, stack_sharding
+from .._core.placement import place as _place
+from .._core.types import ReplaceFn
+from .._select.algebra import Selector, brief
 
 
 def check_fn(fn: Any) -> None:
-    """An `ArgumentError` for the first mistakes with `fn`: a `jax.nn.initializers`
-    function `(key, shape, dtype)` passed unwrapped, or a function that cannot take
-    `(path, node, key)`."""
+    """An `ArgumentError` for the first mistakes with `fn`: a numpy or `jax.numpy`
+    function (`jnp.zeros_like`: it would take the path for the array), a
+    `jax.nn.initializers` function `(key, shape, dtype)` passed unwrapped, or a function
+    that cannot take `(path, node, key)`."""
     if hasattr(fn, "tw_call") or hasattr(fn, "tw_batched"):
         return  # an `fn` with context, such as treewalk's own helpers
+    module = getattr(fn, "__module__", None) or ""
+    if module.split(".")[0] == "numpy" or module.startswith(("jax.numpy", "jax._src.numpy")):
+        short = "np" if module.startswith("numpy") else "jnp"
+        name = getattr(fn, "__name__", "fn")
+        helper = {"zeros_like": " or tw.zeros", "ones_like": " or tw.ones"}.get(name, "")
+        raise ArgumentError(
+            f"fn {short}.{name} is an array function, not an `fn(path, node, key)`: "
+            f"tw.replace calls fn with the path first, which {short}.{name} would take "
+            f"for the array. Write `lambda path, x, key: {short}.{name}(x)`{helper}."
+        )
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: let it run

@@ -10,11 +10,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._core.engine import GO, HIT_GO, Pass
+from .._core.matcher import Matcher
 from .._core.node import Node
 from .._core.paths import Path, path_str
 from .._core.types import PyTree
-from .._select.atoms import as_selector, params
+from .._frameworks import is_optimizer_state
+from .._select.algebra import above, as_selector
+from .._select.atoms import params
+from .query import covered
 
 
 class Row:
@@ -52,7 +55,8 @@ class Table:
 
     Attributes: `rows` (one `Row` per leaf: `.path`, `.type`, `.shape`, `.dtype`,
     `.size`, `.selected`), `selector` (or `None`), `total` and `selected` (parameter
-    counts: elements of array leaves).
+    counts: elements of array leaves), `notes` (warnings about the selection, printed
+    under the table).
     """
 
     rows: list[Row]
@@ -60,11 +64,19 @@ class Table:
     max_rows: int | None
     total: int
     selected: int
+    notes: list[str]
 
-    def __init__(self, rows: list[Row], selector: Any, max_rows: int | None) -> None:
+    def __init__(
+        self,
+        rows: list[Row],
+        selector: Any,
+        max_rows: int | None,
+        notes: list[str] | None = None,
+    ) -> None:
         self.rows = rows
         self.selector = selector
         self.max_rows = max_rows
+        self.notes = notes or []
         self.total = sum(r.size for r in rows)
         self.selected = sum(r.size for r in rows if r.selected)
 
@@ -112,6 +124,7 @@ class Table:
             lines.append(f"... {hidden} more rows ...")
         lines += [line(c) for c in body[len(head) :]]
         lines.append(self.summary())
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -140,6 +153,7 @@ class Table:
             out.append(f'<tr><td colspan="{len(header)}">... {hidden} more rows ...</td></tr>')
         out += [row(r) for r in tail]
         out.append(f"</tbody></table><p>{e(self.summary())}</p>")
+        out += [f"<p><strong>note:</strong> {e(note)}</p>" for note in self.notes]
         return "".join(out)
 
 
@@ -228,24 +242,28 @@ def show(
         assert (table.selected, table.total) == (8, 40)
         ```
     """
-    match = None if selector is None else as_selector(selector).compile()
-    # The Nodes the selector matched in this one pass, by id (kept: an id is only unique
-    # while its object lives).
-    hits: dict[int, Node] = {}
+    sel = None if selector is None else as_selector(selector)
+    m = Matcher(_nothing) if sel is None else sel.compile()
     rows: list[Row] = []
+    in_optimizer = above(Matcher(lambda n: is_optimizer_state(n.node)))
+    optimizer: list[str] = []  # the selected leaves inside an optimiser's state
 
-    def visit(n: Node) -> int:
-        if match is not None and n.node is not None and match(n):
-            hits[id(n)] = n
-            return HIT_GO
-        return GO
+    def at_leaf(n: Node, selected: bool) -> None:
+        rows.append(_row(n, selected))
+        if selected and in_optimizer(n.parent):
+            optimizer.append(path_str(n.path))
 
-    def leaf(n: Node) -> Any:
-        p: Node | None = n
-        while p is not None and id(p) not in hits:
-            p = p.parent
-        rows.append(_row(n, p is not None))
-        return n.node
+    covered(tree, m, at_leaf, is_leaf=is_leaf, rebuild=False)
+    notes = []
+    if optimizer:
+        notes.append(
+            f"{len(optimizer)} selected leaves are inside an optimiser's state (e.g. "
+            f"{optimizer[0]!r}: optax's moments mirror the parameters' paths), so "
+            f"tw.replace would change them too. Select within the parameters, e.g. "
+            f"'params/**/kernel' on a TrainState, or pass the params alone."
+        )
+    return Table(rows, sel, max_rows, notes)
 
-    Pass(visit, leaf=leaf, is_leaf=is_leaf, rebuild=False).run(tree)
-    return Table(rows, None if selector is None else as_selector(selector), max_rows)
+
+def _nothing(n: Node) -> bool:
+    return False

@@ -6,14 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
-from .._core.engine import GO, KEEP, Pass
+from .._core.engine import Copy, Pass, Record, Walk
 from .._core.errors import call_user, check_callable
-from .._core.kinds import BOX, LEAF, LEAF_BOX, SHARED, flags_of, tie_id
+from .._core.kinds import SHARED, flags_of
 from .._core.node import Node
 from .._core.paths import Path
-from .._frameworks import is_hidden, registry, unbox
 
 WalkFn = Callable[[Path, Any], Any]
 
@@ -34,8 +31,8 @@ class _Private:
         if id(x) in self.fresh:
             return x
         start = len(self.done)
-        p = Pass(is_leaf=self.is_leaf, exclude=self.exclude, done=self.done)
-        out = p.walk(path, x, None, None, False).finish()  # `exclude` sees full paths
+        p = Pass(Copy(), is_leaf=self.is_leaf, exclude=self.exclude, done=self.done)
+        out = p.run(x, prefix=path).finish()  # `exclude` sees full paths
         self.fresh.update(id(v.out) for v in list(self.done.values())[start:])
         self.fresh.add(id(out))
         return out
@@ -90,25 +87,15 @@ def prewalk(
         ```
     """
     check_callable("fn", fn, hint="lambda path, node: node")
-    ties: dict[int, Any] = {}
     private = _Private(is_leaf, exclude)
 
-    def visit(n: Node) -> int:
+    def visit(n: Node) -> Any:
         x = n.node
-        f = flags_of(x)
-        tie = tie_id(x, f)
-        if tie is not None and tie in ties:
-            n.node = ties[tie]
-            return KEEP
-        if f & SHARED:
+        if flags_of(x) & SHARED:
             x = private(n.path, x)
-        new = call_user("fn", fn, n.path, n.path, x)
-        if tie is not None:
-            ties[tie] = new
-        n.node = new
-        return GO
+        return call_user("fn", fn, n.path, n.path, x)
 
-    return Pass(visit, is_leaf=is_leaf, exclude=exclude, boxes="visit").run(tree).finish()
+    return Pass(Walk(visit), is_leaf=is_leaf, exclude=exclude).run(tree).finish()
 
 
 def postwalk(
@@ -138,96 +125,6 @@ def postwalk(
         ```
     """
     check_callable("fn", fn, hint="lambda path, node: node")
-    check_callable("is_leaf", is_leaf, optional=True, hint="lambda node: ...")
-    # Each visible node in pre-order, as parallel lists (no object per node: the cyclic
-    # GC's passes over 100,000 of them would cost more than the walk).
-    paths: list[Path] = []
-    nodes: list[Any] = []
-    leaves: list[bool] = []
-
-    def visit(n: Node) -> int:
-        # `is_leaf` asked here, once per node (the pass is given none): its answer
-        # decides both where the pass stops and what the fold treats as a leaf.
-        x = n.node
-        f = flags_of(x)
-        user = (
-            not f & (BOX | LEAF)
-            and is_leaf is not None
-            and bool(call_user("is_leaf", is_leaf, n.path, x))
-        )
-        paths.append(n.path)
-        nodes.append(x)
-        leaves.append(user or bool(f & LEAF and not f & BOX))
-        return KEEP if user else GO
-
-    # The pass finds the visible nodes in pre-order (same rules as every call); the fold
-    # below rebuilds them children first, with an explicit stack.
-    Pass(visit, exclude=exclude, boxes="visit", rebuild=False).run(tree)
-    if not paths:
-        return tree  # the root is excluded
-    return _fold(paths, nodes, leaves, fn, exclude)
-
-
-def _fold(
-    paths: list[Path], nodes: list[Any], leaves: list[bool], fn: WalkFn, exclude: Any
-) -> Any:
-    pytree_boxes = registry.pytree_boxes
-    done: dict[int, Any] = {}  # tie id -> fn's result
-    # Each open frame: (path, node, {entry: output of that child}).
-    stack: list[tuple[Path, Any, dict[Any, Any]]] = []
-    result: list[Any] = []
-
-    def deliver(path: Path, out: Any) -> None:
-        if stack:
-            stack[-1][2][path[-1]] = out
-        else:
-            result.append(out)
-
-    def close(path: Path, x: Any, kids: dict[Any, Any]) -> None:
-        f = flags_of(x)
-        if f & BOX:
-            _, inner, rebox = unbox(x, () if f & LEAF_BOX else pytree_boxes)
-            rebuilt = rebox(next(iter(kids.values()), inner))
-        else:
-            rebuilt = _rebuild(path, x, kids, done, exclude)
-        out = call_user("fn", fn, path, path, rebuilt)
-        tie = tie_id(x, f)
-        if tie is not None:
-            done[tie] = out
-        deliver(path, out)
-
-    for path, x, leaf in zip(paths, nodes, leaves, strict=True):
-        depth = len(path)
-        while stack and len(stack[-1][0]) >= depth:
-            close(*stack.pop())
-        f = flags_of(x)
-        tie = tie_id(x, f)
-        if tie is not None and tie in done:
-            deliver(path, done[tie])
-        elif leaf:
-            out = call_user("fn", fn, path, path, x)
-            if tie is not None:
-                done[tie] = out
-            deliver(path, out)
-        else:
-            stack.append((path, x, {}))
-    while stack:
-        close(*stack.pop())
-    return result[0]
-
-
-def _rebuild(path: Path, x: Any, kids: dict[Any, Any], done: dict[int, Any], exclude: Any) -> Any:
-    """`x` rebuilt with the outputs of its children. A child the pass did not visit is
-    hidden or excluded (kept as it is) or a tie met before (its first output)."""
-    entries, treedef = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
-    values = []
-    for (entry,), child in entries:
-        if entry in kids:
-            values.append(kids[entry])
-        elif is_hidden(entry) or (
-            exclude is not None and call_user("exclude", exclude, path, (*path, entry), child)
-        ):
-            values.append(child)
-        else:
-            values.append(done.get(id(child), child) if flags_of(child) & SHARED else child)
-    return treedef.unflatten(values)
+    record = Record()
+    Pass(record, is_leaf=is_leaf, exclude=exclude, rebuild=False).run(tree)
+    return record.log.fold(fn)

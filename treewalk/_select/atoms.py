@@ -1,6 +1,5 @@
-"""The other selectors: `name`, `regex`, `inside`, `arrays`, `params`, `everything`; brief
-reprs for messages (`brief`); and every
-selector, re-exported for the rest of the package."""
+"""The atoms beyond the three coercion targets (`glob`, `of_type`, `predicate`, in
+`algebra`): `name`, `regex`, `inside`, `arrays`, `params`, `everything`."""
 
 from __future__ import annotations
 
@@ -13,17 +12,10 @@ import numpy as np
 
 from .._core.errors import PatternError, SelectorError
 from .._core.kinds import ARRAY, KEYLESS, flags_of
+from .._core.matcher import Matcher
 from .._core.node import Node
 from .._frameworks import variable_kind
-from .algebra import And as And
-from .algebra import Matcher, by_last
-from .algebra import Not as Not
-from .algebra import Or as Or
-from .algebra import Selector as Selector
-from .algebra import as_selector as as_selector
-from .algebra import glob as glob
-from .algebra import of_type as of_type
-from .algebra import predicate as predicate
+from .algebra import Selector, Wrap, above, as_selector, brief_text, by_entry, capped
 
 # ------------------------------------------------------------------------------- by name
 
@@ -46,10 +38,11 @@ class name(Selector):
     """
 
     __slots__ = ("names", "_set")
+    checked = True
 
     def __init__(self, *names: str | int) -> None:
         if not names:
-            raise PatternError("tw.name() needs at least one name, e.g. tw.name('bias').")
+            raise SelectorError("tw.name() needs at least one name, e.g. tw.name('bias').")
         bad = [n for n in names if not isinstance(n, str | int)]
         if bad:
             raise SelectorError(f"tw.name takes str or int names; got {bad[0]!r:.60}.")
@@ -61,14 +54,18 @@ class name(Selector):
             return False
         return last in self._set or (type(last) is int and str(last) in self._set)
 
-    def compile(self) -> Matcher:
-        return by_last(self.match)
+    def compile(self, wrap: Wrap | None = None) -> Matcher:
+        return self.watched(by_entry(self.match), wrap)
 
-    def _key(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[Any, ...]:
         return self.names
 
-    def __repr__(self) -> str:
-        return f"name({', '.join(map(repr, self.names))})"
+    def text(self, parts: list[str], cap: int | None) -> str:
+        return f"name({capped([repr(n) for n in self.names], cap)})"
+
+    @property
+    def target(self) -> str:
+        return str(self.names[0])
 
 
 # ------------------------------------------------------------------------------- regex
@@ -92,6 +89,7 @@ class regex(Selector):
     """
 
     __slots__ = ("pattern", "_re")
+    checked = True
 
     def __init__(self, pattern: str | re.Pattern[str]) -> None:
         if isinstance(pattern, re.Pattern):
@@ -119,11 +117,17 @@ class regex(Selector):
     def match(self, n: Node) -> bool:
         return self._re.fullmatch("/".join(map(str, n.segs))) is not None
 
-    def _key(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[Any, ...]:
         return (self.pattern,)
 
-    def __repr__(self) -> str:
+    def text(self, parts: list[str], cap: int | None) -> str:
+        if cap is not None:
+            return f"regex({brief_text(self.pattern)})"
         return f"regex({self.pattern!r})"
+
+    @property
+    def target(self) -> str:
+        return self.pattern
 
 
 class inside(Selector):
@@ -142,9 +146,14 @@ class inside(Selector):
     """
 
     __slots__ = ("selector",)
+    checked = True
 
     def __init__(self, selector: Any) -> None:
         self._init(selector=as_selector(selector, what="tw.inside's argument"))
+
+    @property
+    def parts(self) -> tuple[Selector, ...]:  # type: ignore[override]
+        return (self.selector,)
 
     def match(self, n: Node) -> bool:
         sel = self.selector
@@ -155,34 +164,16 @@ class inside(Selector):
             p = p.parent
         return False
 
-    def compile(self) -> Matcher:
-        # Whether a node is inside a match is its parent's answer, remembered per parent
-        # (the Node is kept with it: an id is only unique while its object lives).
-        inner = self.selector.compile()
-        memo: dict[int, tuple[Node, bool]] = {}
+    def compile(self, wrap: Wrap | None = None) -> Matcher:
+        # The inner selector is this atom's business: strictness checks `inside(...)` whole.
+        covered = above(self.selector.compile())
+        return self.watched(Matcher(lambda n: covered(n.parent)), wrap)
 
-        def within(p: Node | None) -> bool:
-            chain = []
-            hit = False
-            while p is not None:
-                known = memo.get(id(p))
-                if known is not None and known[0] is p:
-                    hit = known[1]
-                    break
-                chain.append(p)
-                p = p.parent
-            for q in reversed(chain):
-                hit = hit or inner(q)
-                memo[id(q)] = (q, hit)
-            return hit
-
-        return lambda n: within(n.parent)
-
-    def _key(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[Any, ...]:
         return (self.selector,)
 
-    def __repr__(self) -> str:
-        return f"inside({self.selector!r})"
+    def text(self, parts: list[str], cap: int | None) -> str:
+        return f"inside({parts[0]})"
 
 
 class _ByDtype(dict[Any, bool]):
@@ -214,25 +205,7 @@ def _inexact(x: Any) -> bool:
 
 
 class Arrays(Selector):
-    """The selector `tw.arrays`: array leaves.
-
-    `jax.Array` (tracers included), `numpy.ndarray` and `jax.ShapeDtypeStruct`; not
-    Python scalars, functions, `None`, nor typed PRNG key arrays (dtype
-    `jax.dtypes.prng_key`: an NNX `Dropout`'s key is state, not an array to fill). It
-    does select integer arrays and NNX `BatchStat`s and RNG counters: to select what an
-    optimiser trains, use [`tw.params`][treewalk.params].
-
-    !!! Example
-
-        ```python
-        import jax
-        import jax.numpy as jnp
-        import treewalk as tw
-
-        tree = {"w": jnp.ones(2), "step": 3, "key": jax.random.key(0)}
-        assert [tw.path_str(p) for p in tw.paths(tree, tw.arrays)] == ["w"]
-        ```
-    """
+    """The type of `tw.arrays`: array leaves (see its documentation)."""
 
     __slots__ = ()
 
@@ -241,7 +214,7 @@ class Arrays(Selector):
         f = flags_of(x)
         return bool(f & ARRAY) and (bool(f & KEYLESS) or not _is_key(x))
 
-    def compile(self) -> Matcher:
+    def compile(self, wrap: Wrap | None = None) -> Matcher:
         memo: dict[type, bool] = {}  # for the types that decide: the engine reads it
 
         def m(n: Node) -> bool:
@@ -255,13 +228,12 @@ class Arrays(Selector):
                 return True
             return not _is_key(x)
 
-        m.type_memo = memo  # type: ignore[attr-defined]
-        return m
+        return Matcher(m, by_type=memo, leaves_only=True)
 
-    def _key(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[Any, ...]:
         return ()
 
-    def __repr__(self) -> str:
+    def text(self, parts: list[str], cap: int | None) -> str:
         return "arrays"
 
     def __reduce__(self) -> str:
@@ -269,29 +241,29 @@ class Arrays(Selector):
 
 
 arrays: Selector = Arrays()
-"""Array leaves, not PRNG keys: see [`Arrays`][treewalk._select.atoms.Arrays]."""
+"""The selector `tw.arrays`: array leaves.
+
+`jax.Array` (tracers included), `numpy.ndarray` and `jax.ShapeDtypeStruct`; not
+Python scalars, functions, `None`, nor typed PRNG key arrays (dtype
+`jax.dtypes.prng_key`: an NNX `Dropout`'s key is state, not an array to fill). It
+does select integer arrays and NNX `BatchStat`s and RNG counters: to select what an
+optimiser trains, use [`tw.params`][treewalk.params].
+
+!!! Example
+
+    ```python
+    import jax
+    import jax.numpy as jnp
+    import treewalk as tw
+
+    tree = {"w": jnp.ones(2), "step": 3, "key": jax.random.key(0)}
+    assert [tw.path_str(p) for p in tw.paths(tree, tw.arrays)] == ["w"]
+    ```
+"""
 
 
 class Params(Selector):
-    """The selector `tw.params`: the arrays an optimiser trains.
-
-    On Flax NNX, the floating-point values of `nnx.Param` variables (not `BatchStat`,
-    RNG keys and counters, nor other `Variable`s). Elsewhere (Equinox, linen, Haiku,
-    penzai, dicts), every inexact (float or complex) array leaf, as
-    `eqx.is_inexact_array`: never integer arrays nor typed PRNG key arrays.
-
-    !!! Example
-
-        ```python
-        from flax import nnx
-        import treewalk as tw
-
-        net = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)),
-                             nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
-        assert [tw.path_str(p) for p in tw.paths(net, tw.params)] == [
-            "layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/scale"]
-        ```
-    """
+    """The type of `tw.params`: the arrays an optimiser trains (see its documentation)."""
 
     __slots__ = ()
 
@@ -306,10 +278,13 @@ class Params(Selector):
                 return kind == "param"
         return True
 
-    def _key(self) -> tuple[Any, ...]:
+    def compile(self, wrap: Wrap | None = None) -> Matcher:
+        return Matcher(self.match, leaves_only=True)
+
+    def fields(self) -> tuple[Any, ...]:
         return ()
 
-    def __repr__(self) -> str:
+    def text(self, parts: list[str], cap: int | None) -> str:
         return "params"
 
     def __reduce__(self) -> str:
@@ -317,31 +292,39 @@ class Params(Selector):
 
 
 params: Selector = Params()
-"""Trainable parameters: see [`Params`][treewalk._select.atoms.Params]."""
+"""The selector `tw.params`: the arrays an optimiser trains.
+
+On Flax NNX, the floating-point values of `nnx.Param` variables (not `BatchStat`,
+RNG keys and counters, nor other `Variable`s). Elsewhere (Equinox, linen, Haiku,
+penzai, dicts), every inexact (float or complex) array leaf, as
+`eqx.is_inexact_array`: never integer arrays nor typed PRNG key arrays.
+
+!!! Example
+
+    ```python
+    from flax import nnx
+    import treewalk as tw
+
+    net = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)),
+                         nnx.BatchNorm(3, rngs=nnx.Rngs(0)))
+    assert [tw.path_str(p) for p in tw.paths(net, tw.params)] == [
+        "layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/scale"]
+    ```
+"""
 
 
 class Everything(Selector):
-    """The selector `tw.everything`: every node, internal nodes included (`None` only
-    where a call includes `None`). `~tw.everything` selects nothing.
-
-    !!! Example
-
-        ```python
-        import treewalk as tw
-
-        assert tw.mask({"a": 1, "b": [2]}, tw.everything) == {"a": True, "b": [True]}
-        ```
-    """
+    """The type of `tw.everything`: every node (see its documentation)."""
 
     __slots__ = ()
 
     def match(self, n: Node) -> bool:
         return True
 
-    def _key(self) -> tuple[Any, ...]:
+    def fields(self) -> tuple[Any, ...]:
         return ()
 
-    def __repr__(self) -> str:
+    def text(self, parts: list[str], cap: int | None) -> str:
         return "everything"
 
     def __reduce__(self) -> str:
@@ -349,50 +332,14 @@ class Everything(Selector):
 
 
 everything: Selector = Everything()
-"""Every node: see [`Everything`][treewalk._select.atoms.Everything]."""
+"""The selector `tw.everything`: every node, internal nodes included (`None` only
+where a call includes `None`). `~tw.everything` selects nothing.
 
+!!! Example
 
-# ------------------------------------------------------------------------------- brief reprs
+    ```python
+    import treewalk as tw
 
-
-def brief_text(x: Any, limit: int = 40) -> str:
-    """`repr(x)`, cut at `limit` characters with an ellipsis."""
-    text = repr(x)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def brief(sel: Any, limit: int = 80) -> str:
-    """A selector's repr for messages: never the whole of a huge one (`name('a', 'b', …
-    2,998 more)`), cut between parts, never inside a token."""
-    text = _brief(sel, 3)
-    if len(text) > limit:
-        text = _brief(sel, 1)
-    return text
-
-
-def _brief(s: Any, k: int) -> str:
-    if isinstance(s, name) and len(s.names) > k:
-        shown = ", ".join(map(repr, s.names[:k]))
-        return f"name({shown}, … {len(s.names) - k:,} more)"
-    if isinstance(s, of_type) and len(s.types) > k:
-        shown = ", ".join(t.__qualname__ for t in s.types[:k])
-        return f"of_type({shown}, … {len(s.types) - k:,} more)"
-    if isinstance(s, And | Or):
-        sep = " & " if isinstance(s, And) else " | "
-        parts = [_brief(p, k) for p in s.parts[:k]]
-        if isinstance(s, And):
-            parts = [
-                f"({t})" if isinstance(p, Or) else t for p, t in zip(s.parts, parts, strict=False)
-            ]
-        rest = len(s.parts) - k
-        return sep.join(parts) + (f"{sep}… {rest:,} more" if rest > 0 else "")
-    if isinstance(s, Not):
-        inner = _brief(s.selector, k)
-        return f"~({inner})" if isinstance(s.selector, And | Or) else f"~{inner}"
-    if isinstance(s, inside):
-        return f"inside({_brief(s.selector, k)})"
-    if isinstance(s, glob | regex):
-        return f"{type(s).__name__}({brief_text(s.pattern)})"
-    if isinstance(s, Selector):
-        return brief_text(s, 60)
-    return brief_text(s)
+    assert tw.mask({"a": 1, "b": [2]}, tw.everything) == {"a": True, "b": [True]}
+    ```
+"""

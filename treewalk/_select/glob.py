@@ -8,13 +8,16 @@ from typing import Any
 
 from .._core.errors import PatternError
 
-#: A `**` segment.
+#: A `**` segment (any number of segments), and a `*` one (exactly one).
 STAR2 = object()
+STAR = object()
 
 
 def compile_segment(pattern: str, seg: str) -> Any:
     if seg == "**":
         return STAR2
+    if seg == "*":
+        return STAR
     if "**" in seg:
         raise PatternError(
             f"glob {pattern!r}: '**' must be a whole segment (got {seg!r}). Use '**' alone "
@@ -36,7 +39,10 @@ def compile_segment(pattern: str, seg: str) -> Any:
     return re.compile(fnmatch.translate(seg), re.DOTALL).match
 
 
-def _match_one(p: Any, s: Any) -> bool:
+def match_one(p: Any, s: Any) -> bool:
+    """Does segment pattern `p` match segment `s` (an `int` by its decimal text)?"""
+    if p is STAR:
+        return True
     if type(s) is not str:
         s = str(s)
     return p == s if type(p) is str else p(s) is not None
@@ -54,7 +60,7 @@ def match_segs(pat: tuple[Any, ...], segs: tuple[Any, ...]) -> bool:
                 star_pi, star_si = pi, si
                 pi += 1
                 continue
-            if _match_one(p, segs[si]):
+            if match_one(p, segs[si]):
                 pi += 1
                 si += 1
                 continue

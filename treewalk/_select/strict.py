@@ -2,101 +2,83 @@
 
 `replace`, `mask`, `labels` and `nnx_filter(sel, model)` ask every atom of their
 selector (each `tw.name`, `tw.glob`, `tw.regex`, `tw.of_type`, `tw.inside` object) to
-match at least one node of the tree. The check costs the successful call almost nothing:
-the pass's own matchers record which atoms said yes (a `name` or `"**/x"` glob records on
-its per-segment memo's misses only). Only when an atom looks dead (it may just never
-have been asked: `a & b` does not ask `b` where `a` says no) does one more pass ask the
-dead atoms alone, and only those it confirms are errors.
+match at least one node of the tree. The check costs the successful call almost
+nothing: a `Recorder` wraps each atom's matcher (`Selector.compile(wrap)`) to note its
+first yes during the call's own pass. Only when an atom looks dead (it may just never
+have been asked: `a & b` does not ask `b` where `a` says no) does a `Survey`, one more
+pass, ask the dead atoms alone at every node; only those it confirms are errors.
+
+Strictness is vacuous on a tree without leaves (`{}`, `None`, `{"a": None}`, a module
+of static fields): there is nothing a selection could have missed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from .._core.engine import Pass
+from .._core.engine import Find, Pass
 from .._core.errors import NoMatchError
-from .._core.kinds import LEAF, flags_of
+from .._core.matcher import Matcher
 from .._core.node import Node
 from .._core.paths import path_str
 from .._frameworks import is_plain_container
-from .algebra import Matcher, by_last
-from .atoms import And, Not, Or, Selector, brief, glob, inside, name, of_type, regex
-
-#: The selectors strictness checks, one by one.
-ATOMS = (name, glob, regex, of_type, inside)
+from .algebra import Selector, brief, fold, glob, of_type
 
 
 def atoms(sel: Selector) -> list[Selector]:
-    """The atoms of `sel` through `&`, `|`, `~`, each once, in order."""
-    out: list[Selector] = []
-    stack = [sel]
-    while stack:
-        s = stack.pop()
-        if isinstance(s, And | Or):
-            stack.extend(reversed(s.parts))
-        elif isinstance(s, Not):
-            stack.append(s.selector)
-        elif isinstance(s, ATOMS) and s not in out:
-            out.append(s)
-    return out
+    """The atoms of `sel` that strict calls check, each once, in order."""
+
+    def collect(s: Selector, parts: list[list[Selector]]) -> list[Selector]:
+        if s.checked:
+            return [s]
+        out: list[Selector] = []
+        for found in parts:
+            out.extend(a for a in found if a not in out)
+        return out
+
+    return fold(sel, collect)
+
+
+def target(sel: Selector) -> str:
+    """The text a path should look like to match `sel` (for the closest paths): its first
+    atom's name or pattern."""
+
+    def first(s: Selector, parts: list[str]) -> str:
+        own = getattr(s, "target", None)
+        if isinstance(own, str):
+            return own
+        return parts[0] if parts else repr(s)
+
+    return fold(sel, first)
 
 
 class Recorder:
-    """The atoms that said yes during a pass (`alive`), through `compile(sel)`."""
+    """The atoms that said yes during a pass (`alive`), through `sel.compile(rec.wrap)`."""
 
     def __init__(self) -> None:
         self.alive: list[Selector] = []
 
-    def compile(self, sel: Selector) -> Matcher:
-        """`sel.compile()`, except that each atom records its first yes."""
-        if isinstance(sel, And):
-            ms = [self.compile(p) for p in sel.parts]
-
-            def all_of(n: Node) -> bool:
-                for m in ms:
-                    if not m(n):
-                        return False
-                return True
-
-            return all_of
-        if isinstance(sel, Or):
-            ms = [self.compile(p) for p in sel.parts]
-
-            def any_of(n: Node) -> bool:
-                for m in ms:
-                    if m(n):
-                        return True
-                return False
-
-            return any_of
-        if isinstance(sel, Not):
-            inner = self.compile(sel.selector)
-            return lambda n: not inner(n)
-        if not isinstance(sel, ATOMS):
-            return sel.compile()
-        if isinstance(sel, name) or (isinstance(sel, glob) and sel._suffix is not None):
-            # Asked once per distinct last segment: record on the memo's misses only.
-            return by_last(self._recording(sel, sel.match))
-        return self._recording(sel, sel.compile())
-
-    def _recording(self, sel: Selector, m: Matcher) -> Matcher:
-        alive = self.alive
+    def wrap(self, atom: Selector, m: Matcher) -> Matcher:
+        """`m`, recording `atom`'s first yes (its memos are kept: they hold only answers
+        the wrapped test gave, so the first yes for any entry or type comes through)."""
+        alive, test = self.alive, m.test
         seen = False
 
         def rec(n: Node) -> bool:
             nonlocal seen
-            if m(n):
+            if test(n):
                 if not seen:
                     seen = True
-                    alive.append(sel)
+                    alive.append(atom)
                 return True
             return False
 
-        return rec
+        return m.wrapped(rec)
+
+    def compile(self, sel: Selector) -> Matcher:
+        return sel.compile(self.wrap)
 
     def check(
         self,
@@ -105,118 +87,65 @@ class Recorder:
         *,
         call: str,
         is_leaf: Any,
-        leaves_only: bool,
         include_none: bool = False,
     ) -> None:
-        """A `NoMatchError` if an atom of the `(label, selector)`s matches no node (no leaf,
-        with `leaves_only`) of `tree`, confirmed by a pass that asks the dead atoms alone."""
+        """A `NoMatchError` if an atom of the `(label, selector)`s matches no node of
+        `tree`, confirmed by a pass that asks the dead atoms alone (none on a tree
+        without leaves)."""
         sels = list(sels)
         dead = [(lab, s, a) for lab, s in sels for a in atoms(s) if a not in self.alive]
         if not dead:
             return
-        survey = Survey(tree, [a for _, _, a in dead], is_leaf, leaves_only, include_none)
+        survey = Survey(tree, [a for _, _, a in dead], is_leaf, include_none)
         dead = [(lab, s, a) for lab, s, a in dead if not survey.hit[a]]
-        if dead:
-            raise NoMatchError(survey.dead_message(dead, call=call, leaves_only=leaves_only))
-
-
-class _Skips(dict[Any, bool]):
-    """The last key entries whose nodes a `Survey` need not see again, as a by-last memo
-    the engine reads (every answer `False`); `n` counts the nodes it answered, so that
-    the survey's count stays every node's."""
-
-    n = 0
-
-    def get(self, e: Any, default: Any = None) -> bool | None:  # type: ignore[override]
-        if e in self:
-            self.n += 1
-            return False
-        return None
+        if dead and survey.leaves:
+            raise NoMatchError(survey.dead_message(dead, call=call))
 
 
 class Survey:
-    """One pass that asks `atoms` about every node (or leaf) and remembers what a message
-    needs: a few paths per distinct last segment, the types of the internal nodes."""
+    """One pass that asks `atoms` about every node and remembers what a message needs: how
+    many paths and leaves the tree has, a few paths per distinct last segment, the types
+    of the internal nodes."""
 
-    def __init__(
-        self,
-        tree: Any,
-        atoms: list[Selector],
-        is_leaf: Any,
-        leaves_only: bool,
-        include_none: bool,
-    ) -> None:
+    def __init__(self, tree: Any, atoms: list[Selector], is_leaf: Any, include_none: bool):
         self.by_last: dict[str, list[Any]] = {}
         self.types: set[type] = set()
-        matchers = list(enumerate(a.compile() for a in atoms))
+        self.count = self.leaves = 0
+        matchers = [a.compile() for a in atoms]
         hit = [False] * len(atoms)
-        on_nodes = [False] * len(atoms)  # matched some internal node
         by_last, types = self.by_last, self.types
-        count = itertools.count()
-        tick = count.__next__
-
-        # The sample list of `by_last` each last key entry adds to (its segment's).
-        samples: dict[Any, list[Any]] = {}
-        # When every atom answers by the last key entry, a node whose entry was seen and
-        # whose segment has its samples adds nothing (the internal nodes' types matter to
-        # `of_type` atoms only, which do not answer so): the engine answers it from `skip`.
-        skip = _Skips() if all(hasattr(m, "last_memo") for _, m in matchers) else None
 
         def survey(n: Node) -> bool:
-            # Asked at every node but `None`s (a matcher of the pass: leaves come through
-            # one reused Node, so the survey allocates nothing per leaf).
-            x = n.node
-            path = n.path
-            if path:
-                tick()
-                e = path[-1]
-                try:
-                    some = samples.get(e)
-                except TypeError:  # an unhashable key entry
-                    some = None
-                if some is None:
-                    seg = str(n.last)
-                    some = by_last.get(seg)
-                    if some is None:
-                        some = by_last[seg] = []
-                    with contextlib.suppress(TypeError):
-                        samples[e] = some
+            # Asked at every node but `None`s, and never a hit: nothing is kept per node.
+            if n.leaf:
+                self.leaves += 1
+            else:
+                types.add(type(n.node))
+            last = n.last
+            if last is not None:
+                self.count += 1
+                some = by_last.setdefault(str(last), [])
                 if len(some) < 5:
-                    some.append(path)
-                elif skip is not None:
-                    with contextlib.suppress(TypeError):
-                        skip[e] = False  # the atoms are asked below this once more
-            is_a_leaf = bool(flags_of(x) & LEAF) or (is_leaf is not None and is_leaf(x))
-            if not is_a_leaf:
-                types.add(type(x))
-            for i, m in matchers:
+                    some.append(n.path)
+            for i, m in enumerate(matchers):
                 if not hit[i] and m(n):
-                    if is_a_leaf or not leaves_only:
-                        hit[i] = True
-                    else:
-                        on_nodes[i] = True
+                    hit[i] = True
             return False
 
-        if skip is not None:
-            survey.last_memo = skip  # type: ignore[attr-defined]  # the engine reads it
-        Pass(select=survey, include_none=include_none, is_leaf=is_leaf, rebuild=False).run(tree)
-        self.count = next(count) + (0 if skip is None else skip.n)
+        find = Find(Matcher(survey), outermost=False)
+        Pass(find, is_leaf=is_leaf, include_none=include_none, rebuild=False).run(tree)
         self.hit = dict(zip(atoms, hit, strict=True))
-        self.on_nodes = dict(zip(atoms, on_nodes, strict=True))
 
     def closest(self, sel: Selector) -> str:
-        target = _target(sel)
-        last = target.rsplit("/", 1)[-1]
+        want = target(sel)
+        last = want.rsplit("/", 1)[-1]
         close = difflib.get_close_matches(last, list(self.by_last), n=5, cutoff=0.0)
         shown = [path_str(p) for seg in close for p in self.by_last[seg]]
-        shown = difflib.get_close_matches(target, shown, n=5, cutoff=0.0) or shown
+        shown = difflib.get_close_matches(want, shown, n=5, cutoff=0.0) or shown
         return ", ".join(repr(p) for p in shown[:5]) or "(the tree has no paths)"
 
-    def dead_message(
-        self, dead: list[tuple[Any, Selector, Selector]], *, call: str, leaves_only: bool
-    ) -> str:
+    def dead_message(self, dead: list[tuple[Any, Selector, Selector]], *, call: str) -> str:
         lab, sel, atom = dead[0]
-        where = "leaf" if leaves_only else "node"
         if lab is not None:
             of = f" (in the selector of label {lab!r}, {brief(sel)})"
         else:
@@ -224,20 +153,18 @@ class Survey:
         more = ""
         if len(dead) > 1:
             more = " Also dead: " + ", ".join(brief(a) for _, _, a in dead[1:4]) + "."
-        why = self._why(atom, leaves_only)
         return (
-            f"{call}: {brief(atom)}{of} matches no {where} of the tree ({self.count} "
-            f"paths): it selects nothing, and `~` of it everything.{why} Closest paths: "
-            f"{self.closest(atom)}.{more} Fix "
-            f"the selector (globs are anchored at the root: '**/bias' is any bias, 'bias' "
-            f"only a top-level one), or pass strict=False to allow it."
+            f"{call}: {brief(atom)}{of} matches no node of the tree ({self.count} paths): "
+            f"it selects nothing, and `~` of it every leaf.{self._why(atom)} Closest "
+            f"paths: {self.closest(atom)}.{more} Fix the selector (globs are anchored at "
+            f"the root: '**/bias' is any bias, 'bias' only a top-level one), or pass "
+            f"strict=False to allow it."
         )
 
     def slash_hint(self, sel: Selector) -> str:
         """A hint for a glob string on a tree whose keys hold '/' (Haiku's)."""
-        if isinstance(sel, inside):
-            sel = sel.selector
-        if not (isinstance(sel, glob) and isinstance(sel.pattern, str)):
+        inner = sel.parts[0] if sel.checked and sel.parts else sel  # `inside(glob)`
+        if not (isinstance(inner, glob) and isinstance(inner.pattern, str)):
             return ""
         slashed = [seg for seg in self.by_last if "/" in seg]
         if not slashed:
@@ -249,16 +176,11 @@ class Survey:
             f"or match the key with '*'."
         )
 
-    def _why(self, atom: Selector, leaves_only: bool) -> str:
+    def _why(self, atom: Selector) -> str:
         hint = self.slash_hint(atom)
         if hint:
             return hint
-        if self.on_nodes[atom]:
-            return (
-                f" It matches layers, not leaves, and this call asks leaves only: write "
-                f"tw.inside({brief(atom)}) for the leaves of those layers."
-            )
-        inner = atom.selector if isinstance(atom, inside) else atom
+        inner = atom.parts[0] if atom.parts else atom  # `inside(of_type(...))`
         if not isinstance(inner, of_type):
             return ""
         names = ", ".join(t.__qualname__ for t in inner.types)
@@ -273,32 +195,15 @@ class Survey:
         return f" No node of this tree is a {names}."
 
 
-def no_match_message(tree: Any, sel: Selector, is_leaf: Any) -> str:
-    """Why `sel` matched nothing (every atom matched something, but not together), with the
-    paths that come closest."""
-    survey = Survey(tree, [], is_leaf, False, False)
-    hint = survey.slash_hint(sel)
-    return (
-        f"selector {brief(sel)} matched nothing ({survey.count} paths in the tree). "
-        f"Closest paths: {survey.closest(sel)}.{hint} Fix the selector (globs are anchored "
-        f"at the root: '**/bias' is any bias, 'bias' only a top-level one), or pass "
-        f"strict=False to allow an empty selection."
+def check_selects(tree: Any, sel: Selector, *, call: str, is_leaf: Any, include_none: bool):
+    """A `NoMatchError` for a selector that selects nothing (though every atom matched
+    something, just not together), unless the tree has no leaves."""
+    survey = Survey(tree, [], is_leaf, include_none)
+    if not survey.leaves:
+        return
+    raise NoMatchError(
+        f"{call}: the selector {brief(sel)} selects nothing ({survey.count} paths in the "
+        f"tree). Closest paths: {survey.closest(sel)}.{survey.slash_hint(sel)} Fix the "
+        f"selector (globs are anchored at the root: '**/bias' is any bias, 'bias' only a "
+        f"top-level one), or pass strict=False to allow an empty selection."
     )
-
-
-def _target(sel: Selector) -> str:
-    """The text a path should look like to match `sel` (for the closest paths)."""
-    if isinstance(sel, inside):
-        return _target(sel.selector)
-    if isinstance(sel, name):
-        return str(sel.names[0])
-    if isinstance(sel, glob):
-        p = sel.pattern
-        return p if isinstance(p, str) else "/".join(map(str, p))
-    if isinstance(sel, regex):
-        return sel.pattern
-    if isinstance(sel, And | Or) and sel.parts:
-        return _target(sel.parts[0])
-    if isinstance(sel, Not):
-        return _target(sel.selector)
-    return repr(sel)

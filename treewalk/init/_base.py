@@ -9,18 +9,20 @@ truncated normal, orthogonal), `_empirical`, `_stats` and `_probes` (data-driven
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.errors import InitError
+from .._core.errors import ArgumentError, InitError
 from .._core.node import Node
 from .._core.paths import Path, show_path
-from .._fns import ArrayFn
+from .._fns import ArrayFn, literal
 
 
 def _check_leaf(n: Node, name: str) -> tuple[tuple[int, ...], Any]:
@@ -54,9 +56,59 @@ class Initializer(ArrayFn):
     dtype JAX has for it (for `float64` while x64 is off, `float32`: float32 precision)
     and converted. With x64 on, a numpy `float64` leaf gets the values a JAX `float64`
     leaf gets with the same key.
+
+    Equality, hashing and the repr are by value, read from `__init__`'s parameters: store
+    each argument as the attribute of its name (as every initialiser in `tw.init` does).
+    The repr is then a call with the arguments that are not their defaults, and
+    evaluates to an equal initialiser. An initialiser with an argument that is not
+    hashable (an array), or not stored under its name, is equal only to itself.
+
+    !!! Example
+
+        ```python
+        import treewalk as tw
+
+        init = tw.init.orthogonal(2.0, column_axis=-1)
+        assert repr(init) == "tw.init.orthogonal(2.0, column_axis=-1)"
+        assert eval(repr(init), {"tw": tw}) == init
+        assert hash(init) == hash(tw.init.orthogonal(2.0, column_axis=-1))
+        ```
     """
 
     needs_key = True
+    _parameters: tuple[inspect.Parameter, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._parameters = parameters(cls.__init__)
+
+    def _arguments(self) -> tuple[Any, ...] | None:
+        """The value of each `__init__` argument; `None` when one is not stored under its
+        name or is not hashable (then equality is identity)."""
+        try:
+            arguments = tuple(getattr(self, p.name) for p in self._parameters)
+            hash(arguments)
+        except (AttributeError, TypeError):
+            return None
+        return arguments
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Initializer) or type(other) is not type(self):
+            return False
+        mine = self._arguments()
+        return self is other if mine is None else mine == other._arguments()
+
+    def __hash__(self) -> int:
+        arguments = self._arguments()
+        return id(self) if arguments is None else hash((type(self), arguments))
+
+    def __repr__(self) -> str:
+        arguments = self._arguments()
+        if arguments is None:
+            return object.__repr__(self)
+        cls = type(self)
+        name = f"tw.init.{cls.__name__}" if cls.__module__.startswith("treewalk.") else None
+        return call_repr(name or cls.__qualname__, self._parameters, arguments)
 
     def params(self, n: Node) -> Any:
         """What the draw at node `n` needs beyond shape, dtype and key (hashable; the
@@ -124,5 +176,51 @@ class _Bound(ArrayFn):
         return repr(self.init)
 
 
-def fmt_kwargs(**kw: Any) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kw.items())
+def parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """The named parameters of `fn` (an `__init__`: without `self`), for `call_repr`."""
+    named = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ps = [p for p in inspect.signature(fn).parameters.values() if p.kind not in named]
+    return tuple(ps[1:] if ps and ps[0].name == "self" else ps)
+
+
+def call_repr(name: str, params: Sequence[inspect.Parameter], values: Sequence[Any]) -> str:
+    """`name(...)`, valid Python that makes the same call: positional arguments in order up
+    to the last that is not its default, keyword-only ones by name where not their default."""
+
+    def given(p: inspect.Parameter, v: Any) -> bool:
+        d = p.default
+        return d is inspect.Parameter.empty or type(v) is not type(d) or literal(v) != literal(d)
+
+    pairs = list(zip(params, values, strict=True))
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = [(p, v) for p, v in pairs if p.kind is not keyword]
+    while positional and not given(*positional[-1]):
+        positional.pop()
+    parts = [literal(v) for _, v in positional]
+    parts += [f"{p.name}={literal(v)}" for p, v in pairs if p.kind is keyword and given(p, v)]
+    return f"{name}({', '.join(parts)})"
+
+
+def real(name: str, value: Any) -> float:
+    """`value` as a Python float, or an `ArgumentError` naming the argument."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        raise ArgumentError(
+            f"{name} must be a number; got {value!r:.60}. An initialiser is a static "
+            f"(hashable) value: for a traced {name}, multiply its output instead."
+        ) from None
+
+
+def integer(name: str, value: Any, *, positive: bool = True) -> int | None:
+    """`value` as a Python int (`None` stays `None`), or an `ArgumentError` naming it."""
+    if value is None:
+        return None
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or (positive and n <= 0):
+        what = "a positive integer" if positive else "an integer"
+        raise ArgumentError(f"{name} must be {what} or None; got {value!r:.60}.")
+    return n

@@ -17,7 +17,8 @@ from .._core.errors import ArgumentError, InitError
 from .._core.paths import Path, show_path
 from .._frameworks import WEIGHT_NAMES
 from .._ops.replace import replace
-from .._select.atoms import as_selector, name
+from .._select.algebra import as_selector
+from .._select.atoms import name
 from ._probes import grad_scaled, times
 from ._stats import Measure, call_batch, layer_stats
 

@@ -3,30 +3,27 @@ and uniform, each with a `mode=` (which fan) that defaults to the usual one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ._base import fmt_kwargs
+from ._base import parameters
 from ._scaling import Distribution, Mode, variance_scaling
 
 
 def _preset(
-    name: str,
+    fn: Callable[..., Any],
     scale: float,
     distribution: Distribution,
-    default_mode: Mode,
     mode: Mode,
     layout: str | None,
     fan_in: int | None,
     fan_out: int | None,
 ) -> variance_scaling:
+    """`variance_scaling(scale, mode, distribution, ...)` whose repr is a call of `fn`."""
     init = variance_scaling(
         scale, mode, distribution, layout=layout, fan_in=fan_in, fan_out=fan_out
     )
-    kw: dict[str, Any] = {"mode": mode} if mode != default_mode else {}
-    kw.update(
-        (k, v) for k, v in (("layout", layout), ("fan_in", fan_in), ("fan_out", fan_out)) if v
-    )
-    init.label = f"tw.init.{name}({fmt_kwargs(**kw)})"
+    init.preset = fn.__name__, parameters(fn)
     return init
 
 
@@ -67,9 +64,7 @@ def lecun_normal(
         assert abs(params["dense"]["kernel"].std() - 1 / 16) < 0.01  # 1 / sqrt(256)
         ```
     """
-    return _preset(
-        "lecun_normal", 1.0, "truncated_normal", "fan_in", mode, layout, fan_in, fan_out
-    )
+    return _preset(lecun_normal, 1.0, "truncated_normal", mode, layout, fan_in, fan_out)
 
 
 def lecun_uniform(
@@ -106,7 +101,7 @@ def lecun_uniform(
         assert abs(w).max() <= 0.1  # sqrt(3 / 300)
         ```
     """
-    return _preset("lecun_uniform", 1.0, "uniform", "fan_in", mode, layout, fan_in, fan_out)
+    return _preset(lecun_uniform, 1.0, "uniform", mode, layout, fan_in, fan_out)
 
 
 def he_normal(
@@ -144,7 +139,7 @@ def he_normal(
         assert abs(model.kernel[...].std() - (2 / 512) ** 0.5) < 0.01
         ```
     """
-    return _preset("he_normal", 2.0, "truncated_normal", "fan_in", mode, layout, fan_in, fan_out)
+    return _preset(he_normal, 2.0, "truncated_normal", mode, layout, fan_in, fan_out)
 
 
 def he_uniform(
@@ -179,7 +174,7 @@ def he_uniform(
         assert abs(conv.weight).max() <= (6 / (6 * 9)) ** 0.5
         ```
     """
-    return _preset("he_uniform", 2.0, "uniform", "fan_in", mode, layout, fan_in, fan_out)
+    return _preset(he_uniform, 2.0, "uniform", mode, layout, fan_in, fan_out)
 
 
 def glorot_normal(
@@ -214,9 +209,7 @@ def glorot_normal(
         assert abs(tree["mlp/~/linear_0"]["w"].std() - (2 / 400) ** 0.5) < 0.005
         ```
     """
-    return _preset(
-        "glorot_normal", 1.0, "truncated_normal", "fan_avg", mode, layout, fan_in, fan_out
-    )
+    return _preset(glorot_normal, 1.0, "truncated_normal", mode, layout, fan_in, fan_out)
 
 
 def glorot_uniform(
@@ -251,4 +244,4 @@ def glorot_uniform(
         assert abs(tree["kernel"]).max() <= 0.5  # sqrt(6 / 24)
         ```
     """
-    return _preset("glorot_uniform", 1.0, "uniform", "fan_avg", mode, layout, fan_in, fan_out)
+    return _preset(glorot_uniform, 1.0, "uniform", mode, layout, fan_in, fan_out)

@@ -7,11 +7,13 @@ per-feature sums of the output (last axis), the sum of squares of the output's c
 and the number of elements. Summed by JAX over `vmap`ped and repeated calls, these give
 exact batch statistics from one `jax.grad`, inside `jit` and `vmap`. A selected layer's
 weights are multiplied by its scale `s` when it is called, so one compiled function
-measures the model for any scales.
+measures the model for any scales. What the probes read and record during one
+measurement is a `ProbeState` that the measurement makes and every probe holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -63,8 +65,17 @@ def _grad_scale_bwd(b: float, res: Any, g: Any) -> Any:
 _grad_scale.defvjp(_grad_scale_fwd, _grad_scale_bwd)
 
 
-class _State:
-    """The probes' inputs during one traced measurement, and what tracing saw."""
+class ProbeState:
+    """What one measurement hands its probes while `loss_fn` is traced, and what tracing
+    saw. `Measure` makes one and every probe of its model holds it (`Probe`), so nothing
+    is shared between measurements (two can run at once, or one inside another).
+
+    - `inputs`: `None` (probes are the identity), `"shapes"` (record the number of
+      features of each output) or `(s, t, m, u, c)` (scales, dummy inputs, shifts).
+    - `params`: the selector of the leaves scaled by `s`, or `None`.
+    - `order`: the probes' indices in the order the layers were called.
+    - `features`: the number of features (last axis) of each probed output.
+    """
 
     def __init__(self) -> None:
         self.inputs: Any = None
@@ -73,7 +84,16 @@ class _State:
         self.features: dict[int, int] = {}
 
 
-STATE = _State()
+@dataclasses.dataclass(frozen=True, eq=False)
+class Probe:
+    """What a `Probed` layer holds (a static field): its number and its measurement's
+    state. Compared and hashed by identity."""
+
+    state: ProbeState
+    index: int
+
+    def __repr__(self) -> str:
+        return f"Probe({self.index})"
 
 
 def _scaled(layer: Any, c: Any, params: Any) -> Any:
@@ -88,17 +108,18 @@ def times(x: Any, c: Any) -> Any:
     return (x * c).astype(dtype)
 
 
-def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
-    inputs = STATE.inputs
+def _tap(probe: Probe, layer: Any, args: Any, kwargs: Any) -> Any:
+    state, index = probe.state, probe.index
+    inputs = state.inputs
     if inputs is None:
         return layer(*args, **kwargs)
-    if inputs == "shapes":
+    if isinstance(inputs, str):  # "shapes"
         y = layer(*args, **kwargs)
-        STATE.features[index] = int(y.shape[-1]) if getattr(y, "ndim", 0) else 1
+        state.features[index] = int(y.shape[-1]) if getattr(y, "ndim", 0) else 1
         return y
     s, t, m, u, c = inputs
-    if STATE.params is not None:
-        layer = _scaled(layer, s[index], STATE.params)
+    if state.params is not None:
+        layer = _scaled(layer, s[index], state.params)
     y = layer(*args, **kwargs)
     if not isinstance(y, jax.Array):
         raise InitError(
@@ -106,8 +127,8 @@ def _tap(index: int, layer: Any, args: Any, kwargs: Any) -> Any:
             f"{type(y).__name__}, not an array. Select layers that return one array "
             f"(Linear, Conv, ...)."
         )
-    if index not in STATE.order:
-        STATE.order.append(index)
+    if index not in state.order:
+        state.order.append(index)
     return _probe(y, t[index], m[index], u[index], c[index])
 
 
@@ -120,10 +141,11 @@ _GRAD_SCALED_DOC = """A layer whose output gradient is multiplied by `grad_scale
 pass (the forward pass is the layer's own). Made by `tw.init.empirical`."""
 
 
-def probed(path: Path, layer: Any, index: int) -> Any:
-    """`layer` with a probe on its output, as a module of its own framework."""
-    cls = wrapper_class(layer, "Probed", "index", _tap, _PROBED_DOC)
-    return _not_a_module(path, layer) if cls is None else cls(layer, index)
+def probed(path: Path, layer: Any, state: ProbeState, index: int) -> Any:
+    """`layer` with probe number `index` of the measurement `state` on its output, as a
+    module of its own framework."""
+    cls = wrapper_class(layer, "Probed", "probe", _tap, _PROBED_DOC)
+    return _not_a_module(path, layer) if cls is None else cls(layer, Probe(state, index))
 
 
 def grad_scaled(path: Path, layer: Any, b: float) -> Any:

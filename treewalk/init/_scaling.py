@@ -4,6 +4,7 @@ He, Glorot) are in `_presets`."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Literal
 
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 from .._core.errors import ArgumentError, InitError
 from .._core.node import Node
 from .._core.paths import show_path
-from ._base import Initializer, fmt_kwargs
+from ._base import Initializer, call_repr, integer, real
 from ._layout import check_layout, find_fans
 
 Mode = Literal["fan_in", "fan_out", "fan_avg"]
@@ -73,7 +74,9 @@ class variance_scaling(Initializer):
     layout: str | None
     fan_in: int | None
     fan_out: int | None
-    label: str
+    #: `(name, parameters)` of the `tw.init` function that made it (`he_normal`, ...), for
+    #: the repr; not part of equality (`he_normal()` is `variance_scaling(2.0)`).
+    preset: tuple[str, tuple[inspect.Parameter, ...]] | None = None
 
     def __init__(
         self,
@@ -92,13 +95,12 @@ class variance_scaling(Initializer):
                 f"distribution must be 'truncated_normal', 'normal' or 'uniform'; got "
                 f"{distribution!r}."
             )
-        if not scale > 0:
+        self.scale = real("scale", scale)
+        if not self.scale > 0:
             raise ArgumentError(f"scale must be positive; got {scale!r}.")
-        self.scale, self.mode, self.distribution = float(scale), mode, distribution
+        self.mode, self.distribution = mode, distribution
         self.layout = None if layout is None else check_layout(layout)
-        self.fan_in, self.fan_out = fan_in, fan_out
-        args = fmt_kwargs(scale=scale, mode=mode)
-        self.label = f"tw.init.variance_scaling({args}, {distribution!r})"
+        self.fan_in, self.fan_out = integer("fan_in", fan_in), integer("fan_out", fan_out)
 
     def fans(self, n: Node) -> tuple[int, int]:
         fi, fo = self.fan_in, self.fan_out
@@ -131,12 +133,10 @@ class variance_scaling(Initializer):
         return jax.random.uniform(key, shape, dtype, -1) * lim
 
     def __repr__(self) -> str:
-        return self.label
-
-
-def _kw(layout: str | None, fan_in: int | None, fan_out: int | None) -> str:
-    kw = {k: v for k, v in (("layout", layout), ("fan_in", fan_in), ("fan_out", fan_out)) if v}
-    return fmt_kwargs(**kw)
+        if self.preset is None:
+            return super().__repr__()
+        name, params = self.preset
+        return call_repr(f"tw.init.{name}", params, [getattr(self, p.name) for p in params])
 
 
 class torch_default(Initializer):
@@ -171,7 +171,7 @@ class torch_default(Initializer):
 
     def __init__(self, *, layout: str | None = None, fan_in: int | None = None) -> None:
         self.layout = None if layout is None else check_layout(layout)
-        self.fan_in = fan_in
+        self.fan_in = integer("fan_in", fan_in)
 
     def params(self, n: Node) -> Any:
         fi = self.fan_in
@@ -181,11 +181,8 @@ class torch_default(Initializer):
             raise InitError(
                 f"{self!r} at {show_path(n.path)}: the layer's fan-in is 0. Pass fan_in=."
             )
-        return ("torch", fi)
+        return ("fan_in", fi)
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
         lim = jnp.asarray(1 / math.sqrt(params[1]), dtype)
         return jax.random.uniform(key, shape, dtype, -1) * lim
-
-    def __repr__(self) -> str:
-        return f"tw.init.torch_default({_kw(self.layout, self.fan_in, None)})"

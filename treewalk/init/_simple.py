@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .._core.errors import ArgumentError, InitError
 from .._core.node import Node
 from .._core.paths import show_path
-from ._base import Initializer
+from ._base import Initializer, integer, real
 from ._layout import check_layout, output_axis
 
 
@@ -34,13 +34,10 @@ class normal(Initializer):
     stddev: float
 
     def __init__(self, stddev: float = 1e-2) -> None:
-        self.stddev = stddev
+        self.stddev = real("stddev", stddev)
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
         return jax.random.normal(key, shape, dtype) * jnp.asarray(self.stddev, dtype)
-
-    def __repr__(self) -> str:
-        return f"tw.init.normal({self.stddev!r})"
 
 
 class uniform(Initializer):
@@ -64,13 +61,10 @@ class uniform(Initializer):
     scale: float
 
     def __init__(self, scale: float = 1e-2) -> None:
-        self.scale = scale
+        self.scale = real("scale", scale)
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
         return jax.random.uniform(key, shape, dtype) * jnp.asarray(self.scale, dtype)
-
-    def __repr__(self) -> str:
-        return f"tw.init.uniform({self.scale!r})"
 
 
 class truncated_normal(Initializer):
@@ -95,16 +89,17 @@ class truncated_normal(Initializer):
     upper: float
 
     def __init__(self, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> None:
-        if not lower < upper:
+        self.stddev, self.lower, self.upper = (
+            real("stddev", stddev),
+            real("lower", lower),
+            real("upper", upper),
+        )
+        if not self.lower < self.upper:
             raise ArgumentError(f"lower must be below upper; got {lower!r}, {upper!r}.")
-        self.stddev, self.lower, self.upper = stddev, lower, upper
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
         x = jax.random.truncated_normal(key, self.lower, self.upper, shape, dtype)
         return x * jnp.asarray(self.stddev, dtype)
-
-    def __repr__(self) -> str:
-        return f"tw.init.truncated_normal({self.stddev!r}, {self.lower!r}, {self.upper!r})"
 
 
 class orthogonal(Initializer):
@@ -137,9 +132,9 @@ class orthogonal(Initializer):
     def __init__(
         self, scale: float = 1.0, *, layout: str | None = None, column_axis: int | None = None
     ) -> None:
-        self.scale = scale
+        self.scale = real("scale", scale)
         self.layout = None if layout is None else check_layout(layout)
-        self.column_axis = column_axis
+        self.column_axis = integer("column_axis", column_axis, positive=False)
 
     def params(self, n: Node) -> Any:
         shape = tuple(n.node.shape)
@@ -162,6 +157,3 @@ class orthogonal(Initializer):
 
     def sample(self, key: Any, shape: tuple[int, ...], dtype: Any, params: Any) -> jax.Array:
         return jax.nn.initializers.orthogonal(self.scale, params[1])(key, shape, dtype)
-
-    def __repr__(self) -> str:
-        return f"tw.init.orthogonal({self.scale!r})"

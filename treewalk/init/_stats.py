@@ -15,8 +15,8 @@ from .._core.errors import InitError
 from .._core.paths import Path, path_str, show_path
 from .._ops.query import paths as _paths
 from .._ops.replace import replace
-from .._select.atoms import as_selector
-from ._probes import STATE, probed
+from .._select.algebra import as_selector
+from ._probes import ProbeState, probed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Measure:
                 f"layer type, e.g. `eqx.nn.Linear` or `nnx.Linear`."
             )
         index = {p: i for i, p in enumerate(self.paths)}
-        with_probes = replace(model, sel, lambda p, layer, k: probed(p, layer, index[p]))
+        state = self.state = ProbeState()
+        with_probes = replace(model, sel, lambda p, layer, k: probed(p, layer, state, index[p]))
         leaves, treedef = jax.tree_util.tree_flatten(with_probes)
         is_arr = [isinstance(x, jax.Array) for x in leaves]
         arrs = [x for x, a in zip(leaves, is_arr, strict=True) if a]
@@ -65,15 +66,14 @@ class Measure:
             it = iter(arrs)
             full = [next(it) if a else x for x, a in zip(statics, is_arr, strict=True)]
             m = jax.tree_util.tree_unflatten(treedef, full)
-            STATE.inputs, STATE.params = inputs, params
+            state.inputs, state.params = inputs, params
             try:
                 return loss_fn(m, batch)
             finally:
-                STATE.inputs = STATE.params = None
+                state.inputs = state.params = None
 
-        STATE.features = {}
         jax.eval_shape(lambda a: loss_of("shapes", a), arrs)
-        features = [STATE.features.get(i, 1) for i in range(n)]
+        features = [state.features.get(i, 1) for i in range(n)]
 
         def measure(s: Any, shifts: Any, arrs: Any) -> Any:
             z = jnp.zeros(n, jnp.float32)
@@ -89,13 +89,13 @@ class Measure:
 
     def __call__(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(activation RMS, activation std, gradient RMS)` per layer at scales `s`."""
-        STATE.order = []
+        self.state.order = []
         shifts = self.shifts
         loss, (sq, sums, gsq, count) = self._measure(
             jnp.asarray(s, jnp.float32), [jnp.asarray(x) for x in shifts], self._arrs
         )
         if self.order is None:
-            self.order = list(STATE.order)
+            self.order = list(self.state.order)
             missing = sorted(set(range(self.n)) - set(self.order))
             if missing:
                 raise InitError(

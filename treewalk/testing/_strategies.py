@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from .._core.paths import path_segments
 from .._ops.query import paths
-from .._select.atoms import Selector, arrays, everything, glob, inside, name, of_type, predicate
+from .._select.algebra import Selector, glob, of_type, predicate
+from .._select.atoms import arrays, everything, inside, name
 from ._kinds import linen_kinds, nnx_kinds, penzai_kinds
 from ._nodes import Keyed, Pair, Static, Unkeyed, eqx_node
 
