@@ -4,6 +4,7 @@
     python bench/run.py --quick    # small trees, seconds: the CI smoke test
     python bench/run.py --slow     # full mode plus the per-leaf jit at 2,000 leaves (~5 min)
     python bench/run.py --only 2,4 # some cases only
+    python bench/run.py --only 8   # realistic models against hand-written code
 
 Every time is the median of several runs after a warm-up; eager results are
 `block_until_ready`'d; compile times use a fresh `jax.jit` object (and a fresh function)
@@ -731,6 +732,61 @@ def case7(quick: bool, repeats: int) -> None:
     )
 
 
+def first_call_worker(spec: str) -> None:
+    """Case 8's cold call, in this fresh process: build the model, then time the first
+    call of one tool on it (JSON line: seconds)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import models
+
+    model_name, op, tool = json.loads(spec)
+    model = models.MODELS[model_name]()
+    call = models.calls(model_name)[op][tool]
+    block(jax.tree_util.tree_leaves(model))  # the model is made before the clock starts
+    t0 = time.perf_counter()
+    block(call(model))
+    print(json.dumps(time.perf_counter() - t0))
+
+
+def case8(quick: bool, repeats: int) -> None:
+    """Realistic models (5-400 leaves) against the code a user writes by hand: warm, in one
+    process with the tools interleaved, and the first call, each in a fresh process."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import models
+
+    print("case 8: realistic models, treewalk against hand-written code")
+    names = list(models.MODELS)[:1] if quick else list(models.MODELS)
+    for name in names:
+        model = models.MODELS[name]()
+        leaves = len(jax.tree_util.tree_leaves(model))
+        label = f"{name} ({leaves} leaves)"
+        for op, tools in models.calls(name).items():
+            # Interleaved: each round times every tool once, so a drift of the machine's
+            # speed touches them alike; the median of the rounds is reported.
+            times: dict[str, list[float]] = {tool: [] for tool in tools}
+            for fn in tools.values():
+                block(fn(model))  # warm up: compile and learn the types
+            gc.collect()
+            for _ in range(max(repeats, 15)):
+                for tool, fn in tools.items():
+                    t0 = time.perf_counter()
+                    block(fn(model))
+                    times[tool].append(time.perf_counter() - t0)
+            for tool, ts in times.items():
+                record("8", f"{label}, {op}", tool, statistics.median(ts))
+            if quick:
+                continue
+            for tool in tools:
+                spec = json.dumps([name, op, tool])
+                done = subprocess.run(
+                    [sys.executable, __file__, "--first-call-worker", spec],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                cold = float(done.stdout.split()[-1])
+                record("8", f"{label}, {op}, first call", f"cold: {tool}", cold)
+
+
 def table() -> str:
     """Markdown table: ratios against the treewalk row of the same case and tree."""
     lines = [
@@ -755,13 +811,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small trees, seconds (CI smoke)")
     ap.add_argument("--slow", action="store_true", help="also per-leaf jit at 2,000 leaves")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated case numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated case numbers")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per tool")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--first-call-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_worker:
         mem_worker(args.mem_worker, args.quick)
+        return
+    if args.first_call_worker:
+        first_call_worker(args.first_call_worker)
         return
     repeats = args.repeats or (3 if args.quick else 7)
     only = {c.strip() for c in args.only.split(",")}
@@ -796,6 +856,8 @@ def main() -> None:
         case6(args.quick)
     if "7" in only:
         case7(args.quick, repeats)
+    if "8" in only:
+        case8(args.quick, repeats)
     print()
     print(table())
     print(f"\ntotal {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")

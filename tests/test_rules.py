@@ -41,6 +41,13 @@ def test_no_false_no_match_error_at_any_depth(depth):
     assert (leaf == 0).all()
 
 
+def test_a_miss_on_a_deep_chain_of_one_name_is_still_an_error():
+    # The survey skips entries it has seen enough of only once it saw a leaf: here the
+    # only leaf comes after six nodes of the same entry.
+    with pytest.raises(tw.NoMatchError, match=r"name\('biass'\).*\(7 paths\)"):
+        tw.replace(_nested("bias", 7), tw.name("biass"), tw.zeros)
+
+
 def test_a_typo_is_blamed_and_the_right_atom_named():
     t = {"a": _nested("bias", 7), "foo": {"w": jnp.ones(2)}}
     with pytest.raises(tw.NoMatchError, match=r"name\('biass'\)") as info:
@@ -272,3 +279,15 @@ def test_show_warns_when_a_glob_reaches_the_optimizers_state():
     assert any("optimiser's state" in note for note in table.notes), table.notes
     assert "note:" in str(table)
     assert not tw.show(state, "params/**/kernel").notes
+
+
+def test_materialize_reads_init_and_plan_entries_as_masks_do():
+    from jax.sharding import PartitionSpec as P
+
+    abstract = jax.eval_shape(lambda: {"enc": {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}})
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",))
+    out = tw.materialize(abstract, {"enc": tw.ones}, plan={"enc": P("x")}, mesh=mesh)
+    assert (out["enc"]["w"] == 1).all() and (out["enc"]["b"] == 1).all()
+    assert out["enc"]["w"].sharding.spec == P("x")
+    with pytest.raises(tw.NoMatchError, match=r"init entry glob\('dec'\) covers no"):
+        tw.materialize(abstract, {"dec": tw.ones, "**": tw.zeros})

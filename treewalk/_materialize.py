@@ -10,13 +10,14 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 from ._core.errors import ArgumentError, InitError, NoMatchError
+from ._core.matcher import Matcher
 from ._core.node import Node
 from ._core.paths import path_str, show_path
 from ._core.types import PyTree
 from ._frameworks import box_partitioning
 from ._ops.query import find
 from ._ops.replace import replace
-from ._select.algebra import Selector, as_selector, predicate
+from ._select.algebra import Selector, above, as_selector, brief, predicate
 
 Plan = Mapping[Any, Any]
 
@@ -146,7 +147,12 @@ class _Materializer:
         self.key_policy: Literal["path", "split"] = key_policy
         self.strict = strict
         entries = init.items() if isinstance(init, Mapping) else [(abstract, init)]
-        self.inits: list[tuple[Selector, Any]] = [(as_selector(s), f) for s, f in entries]
+        # Each entry gets the abstract leaves its selector covers (picks, or lie inside a
+        # node it picks), as `tw.mask` reads a selector: `{"encoder": fn}` is the encoder.
+        self.inits: list[tuple[Selector, Any]] = [
+            (abstract if s is abstract else Covered(as_selector(s)) & abstract, f)
+            for s, f in entries
+        ]
         # Give every abstract leaf its concrete sharding (or none): a plain pass, no jit.
         resolve = _Resolve(plan or {}, mesh)
         placed = replace(tree, abstract, resolve, strict=False)
@@ -156,6 +162,14 @@ class _Materializer:
                     raise NoMatchError(
                         f"plan entry {sel!r} matched no abstract leaf. Fix the selector, or "
                         f"pass strict=False to allow unused plan entries."
+                    )
+        if strict:
+            for (sel, _), given in zip(self.inits, entries, strict=True):
+                if sel is not abstract and not find(placed, sel):
+                    raise NoMatchError(
+                        f"tw.materialize: init entry {brief(as_selector(given[0]))} covers "
+                        f"no abstract leaf (a selector picks leaves, or layers whose leaves "
+                        f"it covers). Fix the selector, or pass strict=False."
                     )
         leaves, self.treedef = jax.tree_util.tree_flatten(placed)
         self.leaves = leaves
@@ -180,8 +194,7 @@ class _Materializer:
     def _build(self, key: Any) -> list[Any]:
         tree = self.placed
         for sel, fn in self.inits:
-            sel = sel if sel is abstract else sel & abstract
-            tree = replace(tree, sel, fn, key=key, key_policy=self.key_policy, strict=self.strict)
+            tree = replace(tree, sel, fn, key=key, key_policy=self.key_policy, strict=False)
         left = find(tree, abstract)
         if left:
             shown = ", ".join(repr(path_str(p)) for p in left.paths[:5])
@@ -236,11 +249,42 @@ def _auto(sharding: Any) -> Any:
     return sharding
 
 
+class Covered(Selector):
+    """The leaves `selector` covers: those it picks, and those inside a node it picks (how
+    `tw.mask` reads a selector). Not an atom of its own: `materialize` checks its entries."""
+
+    __slots__ = ("selector",)
+
+    def __init__(self, selector: Selector) -> None:
+        self._init(selector=selector)
+
+    def match(self, n: Node) -> bool:
+        p: Node | None = n
+        while p is not None:
+            if self.selector.match(p):
+                return True
+            p = p.parent
+        return False
+
+    def compile(self, wrap: Any = None) -> Matcher:
+        m = self.selector.compile()
+        covered = above(m)
+        return Matcher(lambda n: m(n) or covered(n.parent))
+
+    def fields(self) -> tuple[Any, ...]:
+        return (self.selector,)
+
+    def text(self, parts: list[str], cap: int | None) -> str:
+        return repr(self.selector)
+
+
 class _Resolve:
     """`replace` fn: the abstract leaf with its concrete sharding (see `materialize`)."""
 
     def __init__(self, plan: Plan, mesh: Mesh | None) -> None:
         self.plan = [as_selector(s) for s in plan]
+        # A plan entry is asked as an init entry is: the leaves its selector covers.
+        self.covers = [Covered(s).compile() for s in self.plan]
         self.specs = list(plan.values())
         self.used = [0] * len(self.plan)
         self.mesh = mesh
@@ -252,7 +296,7 @@ class _Resolve:
         node = n.node
         sharding = None
         for j, sel in enumerate(self.plan):
-            if sel.match(n):
+            if self.covers[j].test(n):
                 self.used[j] += 1
                 sharding = self._sharding(n, self.specs[j], None, f"plan entry {sel!r}")
                 break

@@ -35,7 +35,7 @@ returned, a box's value) gets a flatten of its own, rebuilt through
   node's path from its parent's and the entries `children.ChildKeys` gives. JAX's path
   flatten keeps a tuple and a key entry per node alive until it returns, which the
   cyclic GC rescans: on 100,000 leaves that was 2-3x the whole call.
-- *A leaf's path is made only when something asks for it* (`node.leaf_node`); a hit
+- *A leaf's path is made only when something asks for it* (`Node(None, ..., entry)`); a hit
   keeps its parent's path and its entry (`Hits`). Queries make a hit's path at the hit.
 - *Declared memos* (`Matcher.by_entry`, `by_type`, `leaves_only`) are read before a
   `Node` is made: `paths("**/bias")` on 100,000 leaves asks its test a few dozen times.
@@ -54,7 +54,7 @@ from .children import ChildKeys
 from .errors import call_user, check_callable
 from .kinds import BOX, LEAF, LEAF_BOX, MUTABLE, SHARED, SPECIAL, TIE, child_kinds, type_kinds
 from .matcher import Matcher
-from .node import Hits, Node, leaf_node, memo_entry
+from .node import Hits, Node, memo_entry
 from .paths import BoxKey, Path
 from .rebuild import KEPT, LATE, Boxed, Flat, Log, Ref, level
 from .rebuild import LEAF as LOG_LEAF
@@ -280,7 +280,7 @@ class Copy(Mode):
             if p.leaf(y, f, path):
                 append(y)
                 return True
-            return go_on(y, f, Node(path, y, outer if e is None else None, par))
+            return go_on(y, f, Node(path, y, outer if e is None else None, par, False, e))
 
         return step
 
@@ -329,7 +329,8 @@ class Find(Mode):
                 leaf = p.leaf(y, f, prefix if e is None else par.path + (e,))  # type: ignore[union-attr]
             n = None
             if not leaf:
-                n = Node(prefix if e is None else par.path + (e,), y, o, par)  # type: ignore[union-attr]
+                path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+                n = Node(path, y, o, par, False, e)
             # Ask the matcher, through what it declares: leaves only, memos by last key
             # entry or by type; `None` only as a leaf (with `include_none`).
             if (leaves_only and not leaf) or (y is None and not include_none):
@@ -345,11 +346,8 @@ class Find(Mode):
                 if h is None and by_type is not None and o is None:
                     h = by_type(type(y))
                 if h is None:
-                    if n is None:
-                        if e is None:
-                            n = Node(prefix, y, o, par, True)
-                        else:
-                            n = leaf_node(par, e, y, o)  # type: ignore[arg-type]
+                    if n is None:  # a leaf: its path made if asked for
+                        n = Node(prefix if e is None else None, y, o, par, True, e)
                     h = test(n)
             if h:
                 # `hits.add`, inlined: this is the hot path of a big `replace`.
@@ -414,13 +412,13 @@ class Leaves(Mode):
         def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
             o = outer if e is None else None
             if f & LEAF and plain and e is not None:  # the common leaf: its path made if asked
-                append(at_leaf(leaf_node(par, e, y, o), state))  # type: ignore[arg-type]
+                append(at_leaf(Node(None, y, o, par, True, e), state))
                 return True
             path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             if p.leaf(y, f, path):
-                append(at_leaf(Node(path, y, o, par, True), state))
+                append(at_leaf(Node(path, y, o, par, True, e), state))
                 return True
-            n = Node(path, y, o, par)
+            n = Node(path, y, o, par, False, e)
             if y is not None and at_node is not None:
                 return go_on(y, f, n, at_node(n, state))
             return go_on(y, f, n)
@@ -452,7 +450,7 @@ class Walk(Mode):
             o = outer if e is None else None
             path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
             leaf = not f & BOX and p.leaf(y, f, path)
-            n = Node(path, y, o, par, leaf)
+            n = Node(path, y, o, par, leaf, e)
             new = visit(n)
             if f & TIE:
                 ties[id(y)] = new
@@ -513,7 +511,7 @@ class Record(Mode):
                 return True
             treedef = jax.tree_util.tree_structure(y, is_leaf=lambda c: c is not y)
             log.node(path, y, treedef.unflatten, treedef.num_leaves)
-            return go_on(y, f, Node(path, y, o, par))
+            return go_on(y, f, Node(path, y, o, par, False, e))
 
         return step
 

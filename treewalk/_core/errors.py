@@ -11,22 +11,25 @@ from .paths import show_path
 class TreewalkError(Exception):
     """Base class of every error treewalk raises on bad input.
 
-    Each subclass is also a `ValueError` or a `TypeError`, so existing `except` clauses
-    keep working. Messages name the path (as `path_str` renders it) and the selector
-    involved, and say how to fix the call.
+    Each subclass is also a `ValueError`, a `TypeError` or (`CallbackError`) a
+    `RuntimeError`, so existing `except` clauses keep working. Messages name the path
+    (as `path_str` renders it) and the selector involved, and say how to fix the call.
     """
 
 
 class ArgumentError(TreewalkError, TypeError):
     """An argument has the wrong type, e.g. a non-callable `fn` or `is_leaf`, a `fn`
-    that cannot take `(path, node, key)`, or an initializer `(key, shape, dtype)`
-    passed unwrapped (wrap it: `tw.initializer(init)`), or a plain string given to
-    `tw.key_for_path` as a path. A `TypeError`."""
+    that cannot take `(path, node, key)`, a numpy or `jax.numpy` function as `fn`
+    (`jnp.zeros_like`: write `lambda path, x, key: jnp.zeros_like(x)`), an initializer
+    `(key, shape, dtype)` passed unwrapped (wrap it: `tw.initializer(init)`), a plain
+    string given to `tw.key_for_path` as a path, or `wrt=` for a tree that is not NNX.
+    A `TypeError`."""
 
 
 class SelectorError(TreewalkError, TypeError):
-    """Something that is not a selector was passed where a selector is expected. A
-    `TypeError`."""
+    """Something that is not a selector was passed where a selector is expected, or a
+    selector was built without what it needs (`tw.name()`, `tw.of_type()` with nothing).
+    A `TypeError`."""
 
 
 class PatternError(TreewalkError, ValueError):

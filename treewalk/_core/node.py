@@ -29,6 +29,9 @@ class Node:
       static nodes are containers without children).
     - `segs`, `last`: the path's segments (`tw.path_segments`), and the last one.
 
+    `tw.Node(path, node, outer, parent, leaf)` makes one; `Node(None, node, outer,
+    parent, leaf, entry)` one whose path is its parent's plus `entry`, made when asked.
+
     !!! Example
 
         ```python
@@ -56,15 +59,15 @@ class Node:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         node: Any,
         outer: Any = None,
         parent: Node | None = None,
         leaf: bool = False,
+        entry: Any = None,
     ) -> None:
-        self._path: Path | None = path
-        self.node, self.outer, self.parent, self.leaf = node, outer, parent, leaf
-        self._entry: Any = None
+        self._path, self.node, self.outer, self.parent, self.leaf = path, node, outer, parent, leaf
+        self._entry: Any = entry  # the last key entry, known to the engine (never a BoxKey)
         self._segs: tuple[Any, ...] | None = None
         # Whether a matcher picks this node or one above it, by matcher (`algebra.above`).
         self._above: dict[Any, bool] | None = None
@@ -81,7 +84,7 @@ class Node:
     def last(self) -> Any:
         """The last segment, or `None` at the root."""
         e = self._entry
-        if e is not None:  # a leaf made by the engine: its own entry is the last one
+        if e is not None:  # made by the engine: its own entry is the last one
             return segment(e)
         segs = self._segs
         if segs is not None:
@@ -99,7 +102,7 @@ class Node:
         segs = self._segs
         if segs is None:
             e = self._entry
-            if e is not None:  # parent's segments and this leaf's entry: no path made
+            if e is not None and self.parent is not None:  # parent's and this entry's
                 segs = self.parent.segs  # type: ignore[union-attr]
                 s = segment(e)
                 if s is not None:
@@ -112,14 +115,6 @@ class Node:
     def __repr__(self) -> str:
         kind = "leaf" if self.leaf else "node"
         return f"tw.Node({kind} at {show_path(self.path)}: {type(self.node).__name__})"
-
-
-def leaf_node(parent: Node, entry: Any, node: Any, outer: Any) -> Node:
-    """The `Node` of a leaf at `entry` below `parent`, its path made only if asked for.
-    (`entry` is never a `BoxKey`: a box's value is the root of its own flatten.)"""
-    n = Node(None, node, outer, parent, True)  # type: ignore[arg-type]
-    n._entry = entry
-    return n
 
 
 def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:

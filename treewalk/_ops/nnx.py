@@ -58,8 +58,8 @@ def nnx_filter(
     - `tw.nnx_filter(selector)`: the selector sees each variable's path (NNX's tuple, as
       segments), its bare value, and the `Variable` as its box, so globs, `tw.name`,
       `tw.regex`, `tw.of_type(nnx.Param)` and predicates work, on any model. Selectors
-      that look at enclosing layers (`tw.inside(...)`, `tw.of_type(nnx.Linear)`) see no
-      layers here: pass the model.
+      that look at enclosing layers (`tw.inside(...)`, `tw.of_type(nnx.Linear)`, or a
+      glob naming a layer, `"l1"`: write `"l1/**"`) see no layers here: pass the model.
     - `tw.nnx_filter(selector, model)`: the selection is made on `model`, exactly as
       [`tw.mask`][treewalk.mask] makes it: the selector is asked about each variable,
       and sees the layers around it, so `tw.inside(nnx.LayerNorm)` picks the norm's

@@ -249,7 +249,7 @@ def mask(
     `eqx.partition` and `jax.tree.map(f, tree, mask)`.
 
     **NNX.** The mask of an `nnx.State` has the State's structure (its `Variable`s hold
-    bools), for `jax.tree.map(f, state, mask)`; the mask of a pure state (`nnx.pure(...)`,
+    bools), for `jax.tree.map(f, state, mask)`; the mask of a pure state (`nnx.as_pure(...)`,
     or what optax hands a mask function) is pure. The mask of an NNX *module* is what
     `nnx.Optimizer` hands optax: the pure `nnx.State` of the variables it optimises,
     `nnx.Param`s by default; pass the optimiser's own filter as `wrt=` when it is
@@ -323,7 +323,7 @@ def labels(
     **Arguments:**
 
     - `tree`: the parameters.
-    - `spec`: `{label: selector, ...}`, in priority of nothing: overlaps are errors; or
+    - `spec`: `{label: selector, ...}`, none taking priority (overlaps are errors); or
       `fn(path, leaf) -> label`.
     - `default`: the label of leaves no selector claims.
     - `strict`: every atom of every selector must match a node (as in

@@ -228,7 +228,7 @@ def show(
     **Returns:**
 
     A `Table`: `print` it for plain text; a notebook renders it as HTML. Its `.rows`,
-    `.total` and `.selected` are there for code.
+    `.total`, `.selected` and `.notes` are there for code.
 
     !!! Example
 

@@ -4,10 +4,11 @@ mean as selectors (`as_selector`): a `str` is a `glob`, a class an `of_type`, a 
 a `predicate` (those three are defined here, so that `sel & "**/bias"` can coerce).
 
 **One rule for what a selector picks** (the same in `select`, `paths`, `show`, `mask`,
-`labels`, `replace`): a selector is asked about every node, internal nodes included; a
-node it picks is handed over whole (`tw.of_type(Linear)` hands the layer, and `mask`,
-`labels` and `show` mark every leaf inside it); a negation `~a` picks leaves only, those
-`a` does not pick (so `~tw.name("bias")` never picks the root or a layer).
+`labels`, `replace`, `nnx_filter`): a selector is asked about every node, internal nodes
+included; a node it picks is handed over whole (`tw.of_type(Linear)` hands the layer, and
+`mask`, `labels` and `show` mark every leaf inside it); a negation `~a` picks leaves only,
+those `a` does not cover (neither picks nor lie inside a pick), so `~tw.name("bias")`
+never picks the root or a layer; a trailing `/**` is the leaves below a node.
 """
 
 from __future__ import annotations
@@ -518,8 +519,28 @@ class of_type(Selector):
         return self._is(n.node) or (n.outer is not None and self._is(n.outer))
 
     def compile(self, wrap: Wrap | None = None) -> Matcher:
-        # The cache answers by type outside boxes (inside one, the box's type counts too).
-        return self.watched(Matcher(self.match, by_type=self._cache), wrap)
+        # A memo of this pass's answers by type, which the engine reads outside boxes
+        # (inside one, the box's type counts too); a yes in it is a node this picked.
+        memo: dict[type, bool] = {}
+        is_ = self._is
+
+        def test(n: Node) -> bool:
+            t = type(n.node)
+            hit = memo.get(t)
+            if hit is None:
+                hit = memo[t] = is_(n.node)
+            if hit:
+                return True
+            outer = n.outer
+            if outer is None:
+                return False
+            t = type(outer)
+            hit = memo.get(t)
+            if hit is None:
+                hit = memo[t] = is_(outer)
+            return hit
+
+        return self.watched(Matcher(test, by_type=memo), wrap)
 
     def fields(self) -> tuple[Any, ...]:
         return self.types
