@@ -35,7 +35,7 @@ returned, a box's value) gets a flatten of its own, rebuilt through
   node's path from its parent's and the entries `children.ChildKeys` gives. JAX's path
   flatten keeps a tuple and a key entry per node alive until it returns, which the
   cyclic GC rescans: on 100,000 leaves that was 2-3x the whole call.
-- *A leaf's path is made only when something asks for it* (`Node(None, ..., entry)`); a hit
+- *A leaf's path is made only when something asks for it* (`node.LazyLeaf`); a hit
   keeps its parent's path and its entry (`Hits`). Queries make a hit's path at the hit.
 - *Declared memos* (`Matcher.by_entry`, `by_type`, `leaves_only`) are read before a
   `Node` is made: `paths("**/bias")` on 100,000 leaves asks its test a few dozen times.
@@ -54,14 +54,14 @@ from .children import ChildKeys
 from .errors import call_user, check_callable
 from .kinds import BOX, LEAF, LEAF_BOX, MUTABLE, SHARED, SPECIAL, TIE, child_kinds, type_kinds
 from .matcher import Matcher
-from .node import Hits, Node, memo_entry
+from .node import Hits, LazyLeaf, Node, memo_entry
 from .paths import BoxKey, Path
 from .rebuild import KEPT, LATE, Boxed, Flat, Log, Ref, level
 from .rebuild import LEAF as LOG_LEAF
 from .rebuild import TIE as LOG_TIE
 
 _LEAF_TREEDEF = jax.tree_util.tree_structure(0)  # the treedef of a lone leaf
-_SAME: Any = object()  # `Out.go_on`'s default: the flatten's own state
+_SAME: Any = object()  # no list of a node's children (`Pass.flatten`)
 
 #: A mode's step at one node: `step(node, flags, entry, parent Node) -> is a flatten leaf`.
 Step = Callable[[Any, int, Any, "Node | None"], bool]
@@ -69,21 +69,39 @@ Step = Callable[[Any, int, Any, "Node | None"], bool]
 
 class Out:
     """What one flatten of a pass writes: its `Flat`, and the steps every mode ends with
-    (keep a value, go into a node's children)."""
+    (keep a value, go into a node's children, walk a subtree apart)."""
 
-    __slots__ = ("flat", "append", "todo", "above", "child_keys", "pass_", "state", "key")
+    __slots__ = ("flat", "append", "todo", "above", "pass_", "state", "key", "go_on")
 
     flat: Flat
+    go_on: Callable[[Any, int, Node], bool]
 
     def __init__(self, pass_: Pass, state: Any, key: Any) -> None:
         self.flat = Flat()
         self.append = self.flat.values.append
         self.todo: list[Any] = [None]  # entries of the nodes to come, the next one last
         self.above: list[Node | None] = []  # and their parents' Nodes
-        self.child_keys = pass_.child_keys
         self.pass_ = pass_
         self.state = state  # the mode's state in this flatten (a mask: covered or not)
         self.key = key  # the entry the root's memos are read by (a box's value: the box's)
+        by_names, child_keys = pass_.child_keys.by_names.get, pass_.child_keys
+        extend, extend_above, apart = self.todo.extend, self.above.extend, self.apart
+
+        def go_on(y: Any, f: int, n: Node) -> bool:
+            """The pass goes into internal node `n` (of flags `f`): below it, in the same
+            flatten; a mutable node's children apart (so that it comes out as a new
+            object, once). A dict whose keys were seen before costs one lookup."""
+            if f & MUTABLE:
+                return apart(n, state, f)
+            keys = by_names(tuple(y)) if type(y) is dict else None
+            if keys is None:
+                keys = child_keys(y)
+            if keys:
+                extend(reversed(keys))
+                extend_above([n] * len(keys))
+            return False
+
+        self.go_on = go_on
 
     def late(self, v: Any) -> bool:
         """Put `v` here, resolved when the flatten is finished."""
@@ -93,27 +111,15 @@ class Out:
         flat.values.append(v)
         return True
 
-    def go_on(self, y: Any, f: int, n: Node, state: Any = _SAME) -> bool:
-        """The pass goes into internal node `n` (of flags `f`): below it, in the same flatten;
-        or, for a mutable node (so that it comes out as a new object, once) or a subtree
-        in another `state` (a covered one), its children in a flatten of their own."""
-        if state is _SAME:
-            state = self.state
-        elif state is not self.state:
-            f |= MUTABLE
-        if f & MUTABLE:
-            p = self.pass_
-            sub = p.flatten(n.path, y, n, None, state, children=True)
-            if f & SHARED:
-                p.done[id(y)] = sub
-            return self.late(sub)
-        keys = self.child_keys.by_names.get(tuple(y)) if type(y) is dict else None
-        if keys is None:
-            keys = self.child_keys(y)
-        if keys:
-            self.todo.extend(reversed(keys))
-            self.above.extend([n] * len(keys))
-        return False
+    def apart(self, n: Node, state: Any, f: int) -> bool:
+        """Walk `n`'s children in a flatten of their own, in `state` (a mutable node, a
+        subtree in another state, what `prewalk`'s `fn` returned); `n` (of flags `f`) comes
+        out as the same new object wherever it is met again."""
+        p = self.pass_
+        sub = p.flatten(n.path, n.node, n, None, state, children=True)
+        if f & SHARED:
+            p.done[id(n.node)] = sub
+        return self.late(sub)
 
 
 class Pass:
@@ -244,6 +250,13 @@ class Pass:
         return is_leaf is not None and bool(call_user("is_leaf", is_leaf, path, y))
 
 
+def leaf_node(path: Path | None, y: Any, o: Any, par: Node | None, e: Any) -> Node:
+    """A leaf's `Node`: at `path`, or (`None`) at its parent's plus entry `e`, made if asked."""
+    if path is None:
+        return LazyLeaf(par, e, y, o)  # type: ignore[arg-type]
+    return Node(path, y, o, par, True, e)
+
+
 class Mode:
     """What a pass is for: its `step` at each node after the rules (see the module)."""
 
@@ -347,7 +360,7 @@ class Find(Mode):
                     h = by_type(type(y))
                 if h is None:
                     if n is None:  # a leaf: its path made if asked for
-                        n = Node(prefix if e is None else None, y, o, par, True, e)
+                        n = Node(prefix, y, o, par, True) if e is None else LazyLeaf(par, e, y, o)  # type: ignore[arg-type]
                     h = test(n)
             if h:
                 # `hits.add`, inlined: this is the hot path of a big `replace`.
@@ -391,36 +404,93 @@ class Find(Mode):
 
 
 class Leaves(Mode):
-    """Every leaf gets the value `at_leaf(n, state)`; an internal node may change the state
-    of its subtree, `state = at_node(n, state)` (a mask: a node the selector picks covers
-    every leaf below it), and that subtree is then walked apart in the new state."""
+    """Every leaf gets a value from what covers it, in one of two ways.
+
+    - `cover`, a `Matcher`: the state is whether it picks the node or one above it (a
+      node it picks covers every leaf below). A leaf's value is that bool (negated with
+      `negate`), or `at_leaf(n, covered)`. The engine asks `cover` through its declared
+      shortcuts, so a leaf a memo answers costs no `Node` (a mask of 100,000 leaves
+      makes none for `"**/bias"`); a `cover` that is the complement of another (`~a`)
+      is read as that other, negated (none for `~tw.name("bias")` either).
+    - Otherwise `at_node(n, state) -> state` at each internal node (labels: the labels
+      that cover it) and `at_leaf(n, state) -> value` at each leaf.
+
+    A subtree whose state changes is walked apart, in the new state."""
 
     def __init__(
         self,
-        at_leaf: Callable[[Node, Any], Any],
+        at_leaf: Callable[[Node, Any], Any] | None = None,
         at_node: Callable[[Node, Any], Any] | None = None,
         top: Any = None,
+        *,
+        cover: Matcher | None = None,
+        negate: bool = False,
     ) -> None:
-        self.at_leaf, self.at_node, self.top = at_leaf, at_node, top
+        while cover is not None and cover.complement_of is not None:  # `~a`: `a`, negated
+            cover, negate = cover.complement_of, not negate
+        self.at_leaf, self.at_node, self.cover, self.negate = at_leaf, at_node, cover, negate
+        self.top = False if cover is not None else top
 
     def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
-        at_leaf, at_node, state = self.at_leaf, self.at_node, out.state
-        append, go_on = out.append, out.go_on
-
+        at_leaf, at_node, state, negate = self.at_leaf, self.at_node, out.state, self.negate
+        append, go_on, apart, key = out.append, out.go_on, out.apart, out.key
+        cover = self.cover
+        test = leaves_only = by_entry = by_type = None
+        if cover is not None:
+            test, leaves_only = cover.test, cover.leaves_only
+            by_entry = None if cover.by_entry is None else cover.by_entry.get
+            by_type = None if cover.by_type is None else cover.by_type.get
         plain = p.is_leaf is None and not p.include_none
+
+        def memo(y: Any, e: Any, o: Any) -> Any:
+            # `cover`'s answer from its declared memos, or `None`: ask its test.
+            k = key if e is None else e
+            if by_entry is not None and k is not None:
+                try:
+                    h = by_entry(k)
+                except TypeError:  # an unhashable key entry
+                    h = None
+                if h is not None:
+                    return h
+            if by_type is not None and o is None:
+                return by_type(type(y))
+            return None
 
         def step(y: Any, f: int, e: Any, par: Node | None) -> bool:
             o = outer if e is None else None
-            if f & LEAF and plain and e is not None:  # the common leaf: its path made if asked
-                append(at_leaf(Node(None, y, o, par, True, e), state))
+            path = None
+            leaf = f & LEAF and plain and e is not None  # the common leaf: no path made
+            if not leaf:
+                path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
+                leaf = p.leaf(y, f, path)
+            if leaf:
+                if cover is None:
+                    append(at_leaf(leaf_node(path, y, o, par, e), state))  # type: ignore[misc]
+                    return True
+                n = None
+                h = True if state else memo(y, e, o)
+                if h is None:
+                    n = leaf_node(path, y, o, par, e)
+                    h = test(n)  # type: ignore[misc]
+                h = not h if negate else bool(h)
+                if at_leaf is None:
+                    append(h)
+                else:
+                    append(at_leaf(n or leaf_node(path, y, o, par, e), h))
                 return True
-            path = prefix if e is None else par.path + (e,)  # type: ignore[union-attr]
-            if p.leaf(y, f, path):
-                append(at_leaf(Node(path, y, o, par, True, e), state))
-                return True
-            n = Node(path, y, o, par, False, e)
-            if y is not None and at_node is not None:
-                return go_on(y, f, n, at_node(n, state))
+            n = Node(path, y, o, par, False, e)  # type: ignore[arg-type]  # made: not a leaf
+            if y is None:
+                return go_on(y, f, n)
+            if cover is not None:
+                if not state and not leaves_only:
+                    h = memo(y, e, o)
+                    if test(n) if h is None else h:  # type: ignore[misc]
+                        return apart(n, True, f)  # covered: every leaf below
+                return go_on(y, f, n)
+            if at_node is not None:
+                new = at_node(n, state)
+                if new is not state:
+                    return apart(n, new, f)
             return go_on(y, f, n)
 
         return step
@@ -466,7 +536,7 @@ class Walk(Mode):
             elif new is None or p.leaf(new, g, path):
                 append(new)
             else:
-                out.go_on(new, g | MUTABLE, Node(path, new, o, par))  # apart: not in the flatten
+                out.apart(Node(path, new, o, par), out.state, g)  # not in the flatten
             if f & SHARED:
                 p.done[id(y)] = out.flat.values[-1]
             return True

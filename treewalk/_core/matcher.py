@@ -13,6 +13,9 @@ answers so that the engine can skip asking:
 - `by_type`: answers remembered by the node's type, valid at every node outside a box
   (a value inside a box may match by the box's type too), for the types whose answer
   the type decides (`tw.of_type`, `tw.arrays`). `test` fills it.
+- `complement_of`: this matcher picks exactly the leaves another one does not cover
+  (`~a`), so a pass that marks covered leaves (a mask) may ask that one instead, through
+  its own shortcuts, and negate: `mask(~a)` is `not mask(a)` at every leaf.
 
 A memo holds only answers `test` gave. So whoever wraps `test` (strictness records which
 atoms said yes) and keeps the memos still sees every first answer: a memo is read only
@@ -30,12 +33,13 @@ from .node import Node
 class Matcher:
     """A selector compiled for one pass: `test(n)` and the declared shortcuts above."""
 
-    __slots__ = ("test", "leaves_only", "by_entry", "by_type")
+    __slots__ = ("test", "leaves_only", "by_entry", "by_type", "complement_of")
 
     test: Callable[[Node], bool]
     leaves_only: bool
     by_entry: Mapping[Any, bool] | None
     by_type: Mapping[type, bool] | None
+    complement_of: Matcher | None
 
     def __init__(
         self,
@@ -44,11 +48,13 @@ class Matcher:
         leaves_only: bool = False,
         by_entry: Mapping[Any, bool] | None = None,
         by_type: Mapping[type, bool] | None = None,
+        complement_of: Matcher | None = None,
     ) -> None:
         self.test = test
         self.leaves_only = leaves_only
         self.by_entry = by_entry
         self.by_type = by_type
+        self.complement_of = complement_of
 
     def __call__(self, n: Node) -> bool:
         """The answer at `n`, through the shortcuts as the engine takes them."""
@@ -59,5 +65,9 @@ class Matcher:
     def wrapped(self, test: Callable[[Node], bool]) -> Matcher:
         """The same declarations around another `test` (one that calls this one's)."""
         return Matcher(
-            test, leaves_only=self.leaves_only, by_entry=self.by_entry, by_type=self.by_type
+            test,
+            leaves_only=self.leaves_only,
+            by_entry=self.by_entry,
+            by_type=self.by_type,
+            complement_of=self.complement_of,
         )

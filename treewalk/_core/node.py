@@ -29,8 +29,8 @@ class Node:
       static nodes are containers without children).
     - `segs`, `last`: the path's segments (`tw.path_segments`), and the last one.
 
-    `tw.Node(path, node, outer, parent, leaf)` makes one; `Node(None, node, outer,
-    parent, leaf, entry)` one whose path is its parent's plus `entry`, made when asked.
+    `tw.Node(path, node, outer, parent, leaf)` makes one (`entry`, optional: the last
+    key entry of `path`, which the engine passes along).
 
     !!! Example
 
@@ -50,8 +50,9 @@ class Node:
         ```
     """
 
-    __slots__ = ("node", "outer", "parent", "leaf", "_path", "_entry", "_segs", "_above")
+    __slots__ = ("path", "node", "outer", "parent", "leaf", "_entry", "_segs", "_above")
 
+    path: Path
     node: Any
     outer: Any
     parent: Node | None
@@ -59,26 +60,18 @@ class Node:
 
     def __init__(
         self,
-        path: Path | None,
+        path: Path,
         node: Any,
         outer: Any = None,
         parent: Node | None = None,
         leaf: bool = False,
         entry: Any = None,
     ) -> None:
-        self._path, self.node, self.outer, self.parent, self.leaf = path, node, outer, parent, leaf
+        self.path, self.node, self.outer, self.parent, self.leaf = path, node, outer, parent, leaf
         self._entry: Any = entry  # the last key entry, known to the engine (never a BoxKey)
         self._segs: tuple[Any, ...] | None = None
         # Whether a matcher picks this node or one above it, by matcher (`algebra.above`).
         self._above: dict[Any, bool] | None = None
-
-    @property
-    def path(self) -> Path:
-        """The node's key path (made when first asked for, for a leaf)."""
-        path = self._path
-        if path is None:
-            path = self._path = self.parent.path + (self._entry,)  # type: ignore[union-attr]
-        return path
 
     @property
     def last(self) -> Any:
@@ -115,6 +108,31 @@ class Node:
     def __repr__(self) -> str:
         kind = "leaf" if self.leaf else "node"
         return f"tw.Node({kind} at {show_path(self.path)}: {type(self.node).__name__})"
+
+
+class LazyLeaf(Node):
+    """The `Node` of a leaf at `entry` below `parent`, whose path is made only when
+    something asks for it (the engine's leaves: most are answered without their path)."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, parent: Node, entry: Any, node: Any, outer: Any) -> None:
+        self.node, self.outer, self.parent, self.leaf, self._entry = (
+            node,
+            outer,
+            parent,
+            True,
+            entry,
+        )
+        self._segs = self._above = self._path = None
+
+    @property
+    def path(self) -> Path:  # type: ignore[override]
+        """The node's key path: its parent's and its entry."""
+        path = self._path
+        if path is None:
+            path = self._path = self.parent.path + (self._entry,)  # type: ignore[union-attr]
+        return path
 
 
 def segments_below(parent: Node | None, path: Path) -> tuple[Any, ...]:

@@ -36,26 +36,17 @@ def find(
 def covered(
     tree: Any,
     m: Matcher,
-    at_leaf: Callable[[Node, bool], Any],
+    at_leaf: Callable[[Node, bool], Any] | None = None,
     *,
     is_leaf: IsLeaf = None,
     rebuild: bool = True,
 ) -> Any:
-    """`tree` with every leaf (looking through boxes) replaced by `at_leaf(n, covered)`,
-    `covered` true where `m` picks the leaf or a node above it: the leaves `replace`
-    would change. One pass; boxes that are pytree nodes (NNX `Variable`, linen
-    `Partitioned`) are kept, so the result has the tree's treedef; a box that is a leaf
-    (a penzai `Parameter`) gives a leaf, its value's."""
-
-    test = m.test  # at a leaf: `leaves_only` does not apply
-
-    def at_node(n: Node, covered: bool) -> bool:
-        return covered or m(n)
-
-    def leaf(n: Node, covered: bool) -> Any:
-        return at_leaf(n, covered or test(n))
-
-    mode = Leaves(leaf, at_node, top=False)
+    """`tree` with every leaf (looking through boxes) replaced by whether `m` covers it
+    (picks it or a node above it: the leaves `replace` would change), or by
+    `at_leaf(n, covered)`. One pass; boxes that are pytree nodes (NNX
+    `Variable`, linen `Partitioned`) are kept, so the result has the tree's treedef; a
+    box that is a leaf (a penzai `Parameter`) gives a leaf, its value's."""
+    mode = Leaves(at_leaf, cover=m)
     flat = Pass(mode, is_leaf=is_leaf, rebuild=rebuild, bare_leaf_boxes=True).run(tree)
     return flat.finish() if rebuild else None
 
@@ -290,14 +281,10 @@ def mask(
     sel = as_selector(selector)
     rec = Recorder() if strict else None
     m = sel.compile(None if rec is None else rec.wrap)
-    out = covered(tree, m, _covered, is_leaf=is_leaf)
+    out = covered(tree, m, is_leaf=is_leaf)
     if rec is not None:
         rec.check(tree, [(None, sel)], call="tw.mask", is_leaf=is_leaf)
     return pure(tree, out, wrt)
-
-
-def _covered(n: Node, covered: bool) -> bool:
-    return covered
 
 
 def labels(

@@ -319,7 +319,9 @@ class Not(Selector):
     def compile(self, wrap: Wrap | None = None) -> Matcher:
         inner = self.selector.compile(wrap)
         covered, test = above(inner), inner.test  # asked at leaves only: `test` itself
-        return Matcher(lambda n: not (test(n) or covered(n.parent)), leaves_only=True)
+        return Matcher(
+            lambda n: not (test(n) or covered(n.parent)), leaves_only=True, complement_of=inner
+        )
 
     def fields(self) -> tuple[Any, ...]:
         return (self.selector,)
