@@ -51,6 +51,38 @@ def test_fills_keep_python_numbers_and_jax_leaves():
     assert out["x"].dtype == jnp.bfloat16 and isinstance(out["x"], jax.Array)
 
 
+def test_fills_of_many_jax_leaves_are_separate_buffers_of_their_dtype():
+    """Eagerly, same-shape JAX leaves are filled on the host and put on the device in one
+    call: each result is its own buffer (donating one leaves the others intact), of the
+    leaf's dtype and device, and equal to what a traced call makes."""
+    tree = {
+        f"l{i}": {"bias": jnp.full(3, 7, jnp.bfloat16), "w": jnp.ones((2, 2))} for i in range(4)
+    }
+    out = tw.replace(tree, "**/bias", tw.constant(2.0))
+    jitted = jax.jit(lambda t: tw.replace(t, "**/bias", tw.constant(2.0)))(tree)
+    for i in range(4):
+        bias = out[f"l{i}"]["bias"]
+        assert bias.dtype == jnp.bfloat16 and bias.shape == (3,)
+        assert bias.devices() == tree[f"l{i}"]["bias"].devices()
+        np.testing.assert_array_equal(bias, jitted[f"l{i}"]["bias"])
+        assert out[f"l{i}"]["w"] is tree[f"l{i}"]["w"]
+    jax.jit(lambda x: x + 1, donate_argnums=0)(out["l0"]["bias"])
+    assert (out["l1"]["bias"] == 2).all() and (out["l3"]["bias"] == 2).all()
+
+
+def test_keys_of_leaves_drawn_one_by_one_match_key_for_path():
+    """Big leaves are drawn one by one (their keys cut from the call's key array), small
+    ones in a batch: every leaf still gets the key of its own path, legacy keys too."""
+    tree = {"big": {"w": jnp.zeros((128, 64)), "v": jnp.zeros((128, 64))},
+            "small": {"w": jnp.zeros(3), "v": jnp.zeros(3)}}  # fmt: skip
+    for key in (jax.random.key(3), jax.random.PRNGKey(3)):
+        out = tw.replace(tree, tw.arrays, tw.init.normal(1.0), key=key)
+        for path in (("big", "w"), ("big", "v"), ("small", "w"), ("small", "v")):
+            k = tw.key_for_path(key, path)
+            want = tw.init.normal(1.0)(path, tree[path[0]][path[1]], k)
+            np.testing.assert_array_equal(out[path[0]][path[1]], want)
+
+
 def _draw(path, x, key):
     return jax.random.normal(key, x.shape, jnp.float32)
 

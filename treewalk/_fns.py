@@ -73,9 +73,9 @@ class ArrayFn:
       `Node` context, with `n.parent` (the enclosing layer), `n.segs`, `n.outer` (the box).
     - `tw_signature(n) -> hashable | None`: nodes with equal signatures may be drawn in one
       batch; `None` means "not batchable".
-    - `tw_batched(nodes, keys, signature) -> array[len(nodes), ...]`: draw them at once;
-      `keys` is a typed key array (or `None` without `key=`). The result must equal
-      calling `fn` node by node with the same keys.
+    - `tw_batched(nodes, keys, signature) -> array[len(nodes), ...]` (or a sequence of
+      `len(nodes)` arrays): draw them at once; `keys` is a typed key array (or `None`
+      without `key=`). The result must equal calling `fn` node by node with the same keys.
     """
 
     needs_key = False
@@ -224,8 +224,14 @@ class Fill(ArrayFn):
     def tw_batched(self, nodes: Sequence[Any], keys: Any, signature: Any) -> Any:
         shape, dtype, numpy = signature
         self.check(nodes[0].path, dtype)
-        full = np.full if numpy else jnp.full
-        return full((len(nodes), *shape), self.value, dtype)
+        if numpy:
+            return np.full((len(nodes), *shape), self.value, dtype)
+        if not eager[type(nodes[0].node)]:  # traced, or abstract (under `tw.materialize`)
+            return jnp.full((len(nodes), *shape), self.value, dtype)
+        # Eagerly, filled on the host and put on the device leaf by leaf, in one call: no
+        # program to compile (a stack and its rows compiled two per shape, ~0.5 s cold).
+        host = np.full(shape, self.value, _jax_dtype(dtype))
+        return jax.device_put([host] * len(nodes), may_alias=False)
 
     def __call__(self, path: Path, node: Any, key: Any) -> Any:
         if isinstance(node, bool | int | float | complex) and not isinstance(node, np.generic):

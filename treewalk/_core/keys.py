@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import ArgumentError, PRNGKeyError
 from .paths import path_segments
+from .placement import unstack
 
 
 def as_typed_key(key: Any) -> tuple[jax.Array, bool]:
@@ -59,37 +60,46 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-#: Up to this many keys come out of the one call that derives them as separate arrays
-#: too: slicing a key array costs a dispatch per key (~10 us), more than a small
-#: model's whole walk. More keys are sliced, as outputs of their own would make the
-#: call slow to compile.
+#: Up to this many keys come out of one call as separate arrays (`Keys.rows`): slicing a
+#: key array costs a dispatch per key (~40 us measured), more than a small model's whole
+#: walk. More keys are sliced, as outputs of their own would make the call slow to compile.
 UNSTACKED_MAX = 64
 
 
 class Keys:
-    """The `n` keys of one call: `stack[i]` (padded past `n`), and `each[i]`, the same
-    key as a separate array (`None` for more than `UNSTACKED_MAX` keys)."""
+    """The `n` keys of one call, as one key array `stack[i]` (padded past `n`)."""
 
-    __slots__ = ("stack", "each", "n")
+    __slots__ = ("stack", "n")
 
-    def __init__(self, stack: jax.Array, each: tuple[jax.Array, ...] | None, n: int) -> None:
-        self.stack, self.each, self.n = stack, each, n
+    def __init__(self, stack: jax.Array, n: int) -> None:
+        self.stack, self.n = stack, n
+
+    def rows(self, js: Sequence[int], legacy: bool) -> Sequence[jax.Array]:
+        """Keys `js` as separate arrays (legacy `uint32[2]` data if `legacy`), cut in one
+        call. It compiles per number of rows (padded to a power of two): a replace that
+        draws most leaves in batches cuts few rows and compiles a small program (cutting
+        all 64 keys of a call compiled 0.3 s on a 2-core CPU)."""
+        idx = np.zeros(_bucket(len(js)), np.int32)
+        idx[: len(js)] = js
+        rows = _rows(self.stack, idx, legacy)
+        return (unstack(rows) if len(idx) > UNSTACKED_MAX else rows)[: len(js)]
 
 
-def _unstacked(keys: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    n = keys.shape[0]
-    return keys, tuple(keys[i] for i in range(n)) if n <= UNSTACKED_MAX else ()
+@functools.partial(jax.jit, static_argnums=2)
+def _rows(stack: jax.Array, idx: jax.Array, legacy: bool) -> Any:
+    picked = stack[idx]
+    if legacy:
+        picked = jax.random.key_data(picked)
+    return picked if len(idx) > UNSTACKED_MAX else tuple(picked[i] for i in range(len(idx)))
 
 
 @jax.jit
-def _derive(key: jax.Array, hashes: jax.Array) -> Any:
+def _derive(key: jax.Array, hashes: jax.Array) -> jax.Array:
     fold = jax.random.fold_in
-    return _unstacked(jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes))
+    return jax.vmap(lambda h: fold(fold(key, h[0]), h[1]))(hashes)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _split(key: jax.Array, n: int) -> Any:
-    return _unstacked(jax.random.split(key, n))
+_split = jax.jit(jax.random.split, static_argnums=1)
 
 
 @functools.lru_cache(maxsize=256)  # a model's selection recurs call after call
@@ -107,14 +117,12 @@ def _hashes(segs: tuple[tuple[str | int, ...], ...]) -> np.ndarray:
 def path_keys(key: jax.Array, segs: Sequence[Sequence[str | int]]) -> Keys:
     """One key per path, `fold_in(fold_in(key, h0), h1)` with `(h0, h1) = path_hash(segs)`,
     derived in one vectorised call (padded to a power of two so few shapes compile)."""
-    stack, each = _derive(key, _hashes(tuple(map(tuple, segs))))
-    return Keys(stack, each or None, len(segs))
+    return Keys(_derive(key, _hashes(tuple(map(tuple, segs)))), len(segs))
 
 
 def split_keys(key: jax.Array, n: int) -> Keys:
     """`jax.random.split(key, n)`: keys in traversal order, as optax's `tree_split_key_like`."""
-    stack, each = _split(key, n)
-    return Keys(stack, each or None, n)
+    return Keys(_split(key, n), n)
 
 
 def key_for_path(key: Any, path_or_segs: Sequence[Any]) -> jax.Array:

@@ -106,3 +106,13 @@ def stack_sharding(node: Any, traced: bool) -> tuple[bool, Any]:
         return False, None
     spec = tuple(sharding.spec) + (None,) * (len(node.shape) - len(sharding.spec))
     return True, NamedSharding(sharding.mesh, PartitionSpec(None, *spec))
+
+
+def unstack(x: Any) -> list[Any]:
+    """The rows of a stack `x[n, ...]`, as separate arrays. An eager JAX array is cut with
+    one small program indexed by a dynamic row number (`list(x)` compiles a program with
+    `n` outputs: 1 s cold for a stack of 96 biases on a 2-core CPU, against 60 ms), so a
+    first call compiles one program per stack shape; anything else is `list(x)`."""
+    if eager[type(x)]:
+        return [jax.lax.dynamic_index_in_dim(x, i, keepdims=False) for i in range(x.shape[0])]
+    return list(x)

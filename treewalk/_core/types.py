@@ -31,9 +31,10 @@ class ReplaceFn(Protocol):
       `n.outer` (the box). `tw.init` reads a bias's fan-in from its layer so.
     - `tw_signature(n) -> hashable | None`: nodes with equal signatures may be drawn in
       one batch; `None` means "not batchable".
-    - `tw_batched(nodes, keys, signature) -> array[len(nodes), ...]`: draw the nodes of one
-      signature at once; `keys` is a typed key array (or `None` without `key=`). The
-      result must equal calling `fn` node by node with the same keys.
+    - `tw_batched(nodes, keys, signature) -> array[len(nodes), ...]` (or a sequence of
+      `len(nodes)` arrays): draw the nodes of one signature at once; `keys` is a typed
+      key array (or `None` without `key=`). The result must equal calling `fn` node by
+      node with the same keys.
 
     !!! Example
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import jax
 import numpy as np
 from jax.core import Tracer
 from jax.sharding import SingleDeviceSharding
@@ -22,7 +21,7 @@ from .._core.keys import Keys, as_typed_key, path_keys, split_keys
 from .._core.kinds import ARRAY_TYPES, flags_of, tie_id
 from .._core.node import Hits, Node
 from .._core.paths import Path, show_path
-from .._core.placement import constrain, eager, stack_sharding
+from .._core.placement import constrain, eager, stack_sharding, unstack
 from .._core.placement import place as _place
 from .._core.types import ReplaceFn
 from .._select.algebra import Selector, brief
@@ -213,21 +212,15 @@ def _compute(
                 contiguous = js[-1] - js[0] + 1 == len(js)
                 ks = key_arr[js[0] : js[-1] + 1] if contiguous else key_arr[np.asarray(js)]
             stacked = call_user(what, batched, ns[0].path, ns, ks, sig)
-            if layout is not None:
-                stacked = constrain(stacked, layout)
-            for j, value in zip(js, list(stacked), strict=True):
+            if layout is not None and not isinstance(stacked, list | tuple):
+                stacked = constrain(stacked, layout)  # rows given apart are placed below
+            for j, value in zip(js, unstack(stacked), strict=True):
                 results[todo[j]] = _place(value, nodes[todo[j]])
         rest = [j for j in range(len(todo)) if j not in grouped]
     if rest:
         key_list: list[Any] = [None] * len(todo)
-        if keys is not None and keys.each is not None and not legacy:
-            for j in rest:
-                key_list[j] = keys.each[j]
-        elif keys is not None:
-            ks = keys.stack[: keys.n] if len(rest) == len(todo) else keys.stack[np.asarray(rest)]
-            if legacy:
-                ks = jax.random.key_data(ks)
-            for j, k in zip(rest, list(ks), strict=True):
+        if keys is not None:
+            for j, k in zip(rest, keys.rows(rest, legacy), strict=True):
                 key_list[j] = k
         _apply_each(hits, todo, rest, key_list, fn, sel, check, results)
     return results
