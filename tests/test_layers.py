@@ -6,6 +6,7 @@ module-global state that a call changes."""
 from __future__ import annotations
 
 import ast
+import gc
 import re
 from pathlib import Path
 
@@ -259,3 +260,42 @@ def test_no_module_keeps_state_a_call_changes():
         if state:
             found[str(path.relative_to(PACKAGE))] = state
     assert found == CACHES
+
+
+def _cycle_calls():
+    key = jax.random.key(0)
+    eqx_model = [eqx.nn.Linear(2, 2, key=jax.random.key(i)) for i in range(3)]
+    nnx_model = nnx.Sequential(
+        nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Linear(2, 2, rngs=nnx.Rngs(1))
+    )
+    tree = {f"l{i}": {"w": jnp.ones((2, 2)), "bias": jnp.ones(2)} for i in range(3)}
+    return {
+        "replace": lambda t: tw.replace(t, "**/bias", tw.zeros),
+        "keyed": lambda t: tw.replace(t, tw.arrays, tw.init.normal(1.0), key=key),
+        "mask": lambda t: tw.mask(t, ~tw.name("bias")),
+        "paths": lambda t: tw.paths(t, "**/bias"),
+        "select": lambda t: tw.select(t, tw.everything),
+        "prewalk": lambda t: tw.prewalk(lambda p, x: x, t),
+        "postwalk": lambda t: tw.postwalk(lambda p, x: x, t),
+    }, {"dict": tree, "eqx": eqx_model, "nnx": nnx_model}
+
+
+@pytest.mark.parametrize("tree_name", ["dict", "eqx", "nnx"])
+def test_a_call_leaves_no_reference_cycle(tree_name):
+    """A call's nodes, results and arrays are freed when it returns, not by the garbage
+    collector: a cycle (a closure holding the object it is stored on) kept 45,000 objects
+    a call alive on 500 NNX layers, and made the median call 2.7x the fastest."""
+    calls, trees = _cycle_calls()
+    tree = trees[tree_name]
+    if tree_name == "nnx":
+        calls.pop("mask")  # `nnx.state` itself leaves a cycle per Param (flax 0.12)
+    for name, call in calls.items():
+        call(tree)  # compiles, fills caches
+        gc.collect()
+        gc.disable()
+        try:
+            call(tree)
+            left = gc.collect()
+        finally:
+            gc.enable()
+        assert left == 0, f"{name} on {tree_name} left {left} objects in cycles"

@@ -18,10 +18,10 @@ from jax.core import Tracer
 from ._core.errors import ArgumentError, InitError
 from ._core.node import Node
 from ._core.paths import Path, show_path
+from ._core.placement import FEW_ROWS, sharding_of
 from ._core.placement import constrain as constrain
 from ._core.placement import eager as eager
 from ._core.placement import place as _place
-from ._core.placement import sharding_of
 from ._core.placement import stack_sharding as stack_sharding
 
 
@@ -226,12 +226,12 @@ class Fill(ArrayFn):
         self.check(nodes[0].path, dtype)
         if numpy:
             return np.full((len(nodes), *shape), self.value, dtype)
-        if not eager[type(nodes[0].node)]:  # traced, or abstract (under `tw.materialize`)
-            return jnp.full((len(nodes), *shape), self.value, dtype)
-        # Eagerly, filled on the host and put on the device leaf by leaf, in one call: no
-        # program to compile (a stack and its rows compiled two per shape, ~0.5 s cold).
-        host = np.full(shape, self.value, _jax_dtype(dtype))
-        return jax.device_put([host] * len(nodes), may_alias=False)
+        if eager[type(nodes[0].node)] and len(nodes) <= FEW_ROWS:
+            # Filled on the host and put on the device leaf by leaf, in one call: no program
+            # to compile (a stack and its rows compiled two per group size, ~0.5 s cold).
+            host = np.full(shape, self.value, _jax_dtype(dtype))
+            return jax.device_put([host] * len(nodes), may_alias=False)
+        return jnp.full((len(nodes), *shape), self.value, dtype)
 
     def __call__(self, path: Path, node: Any, key: Any) -> Any:
         if isinstance(node, bool | int | float | complex) and not isinstance(node, np.generic):

@@ -85,14 +85,14 @@ class Out:
         self.state = state  # the mode's state in this flatten (a mask: covered or not)
         self.key = key  # the entry the root's memos are read by (a box's value: the box's)
         by_names, child_keys = pass_.child_keys.by_names.get, pass_.child_keys
-        extend, extend_above, apart = self.todo.extend, self.above.extend, self.apart
+        extend, extend_above, flat = self.todo.extend, self.above.extend, self.flat
 
         def go_on(y: Any, f: int, n: Node) -> bool:
             """The pass goes into internal node `n` (of flags `f`): below it, in the same
             flatten; a mutable node's children apart (so that it comes out as a new
             object, once). A dict whose keys were seen before costs one lookup."""
             if f & MUTABLE:
-                return apart(n, state, f)
+                return _apart(pass_, flat, n, state, f)
             keys = by_names(tuple(y)) if type(y) is dict else None
             if keys is None:
                 keys = child_keys(y)
@@ -101,25 +101,34 @@ class Out:
                 extend_above([n] * len(keys))
             return False
 
+        # It holds no reference to `self`: a cycle would leave each flatten's nodes and
+        # arrays to the garbage collector (measured: 45,000 objects a call on 500 NNX
+        # layers, a median 2.7x the fastest call).
         self.go_on = go_on
 
     def late(self, v: Any) -> bool:
         """Put `v` here, resolved when the flatten is finished."""
-        flat = self.flat
-        if type(v) in LATE:
-            flat.pending.append(len(flat.values))
-        flat.values.append(v)
-        return True
+        return _late(self.flat, v)
 
     def apart(self, n: Node, state: Any, f: int) -> bool:
         """Walk `n`'s children in a flatten of their own, in `state` (a mutable node, a
         subtree in another state, what `prewalk`'s `fn` returned); `n` (of flags `f`) comes
         out as the same new object wherever it is met again."""
-        p = self.pass_
-        sub = p.flatten(n.path, n.node, n, None, state, children=True)
-        if f & SHARED:
-            p.done[id(n.node)] = sub
-        return self.late(sub)
+        return _apart(self.pass_, self.flat, n, state, f)
+
+
+def _late(flat: Flat, v: Any) -> bool:
+    if type(v) in LATE:
+        flat.pending.append(len(flat.values))
+    flat.values.append(v)
+    return True
+
+
+def _apart(pass_: Pass, flat: Flat, n: Node, state: Any, f: int) -> bool:
+    sub = pass_.flatten(n.path, n.node, n, None, state, children=True)
+    if f & SHARED:
+        pass_.done[id(n.node)] = sub
+    return _late(flat, sub)
 
 
 class Pass:
