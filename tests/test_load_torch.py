@@ -109,3 +109,64 @@ def test_transformer_both_ways(make):
     fresh = tfix.Encoder().eval()
     fresh.load_state_dict(to_torch(tw.export(model, rename=HUB)))
     close(run(fresh, tokens), model(jnp.asarray(tokens)))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@pytest.mark.parametrize("target", ["equinox", "nnx", "nnx, transpose_kernel"])
+def test_transposed_convolutions_of_every_rank_match_pytorch(ndim, target):
+    torch.manual_seed(ndim)
+    cls = getattr(torch.nn, f"ConvTranspose{ndim}d")
+    net = cls(3, 3, 3, stride=2, padding=1, output_padding=1).eval()  # square channels
+    x = np.random.default_rng(ndim).normal(size=(2, 3) + (4,) * ndim).astype(np.float32)
+    want = run(net, x)
+    if target == "equinox":
+        layer = eqx.nn.ConvTranspose(
+            ndim, 3, 3, 3, stride=2, padding=1, output_padding=1, key=jax.random.key(0)
+        )
+        got = jax.vmap(tw.load(layer, net))(x)  # the module itself: its types, its convention
+    else:
+        layer = nnx.ConvTranspose(
+            3,
+            3,
+            (3,) * ndim,
+            strides=2,
+            padding=((1, 2),) * ndim,
+            transpose_kernel=target != "nnx",
+            rngs=nnx.Rngs(0),
+        )
+        loaded = tw.load(layer, net.state_dict(), convention="torch")
+        got = jnp.moveaxis(loaded(jnp.moveaxis(x, 1, -1)), -1, 1)
+    close(got, want)
+
+
+def test_a_transformers_conv1d_loads_from_the_module_the_right_way_round():
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    torch.manual_seed(0)
+    sq, wide = pytorch_utils.Conv1D(4, 4), pytorch_utils.Conv1D(8, 4)  # (nf, nx): (in, out)
+    net = torch.nn.ModuleDict({"c_proj": sq, "c_fc": wide})
+    model = {
+        "c_proj": eqx.nn.Linear(4, 4, key=jax.random.key(0)),
+        "c_fc": eqx.nn.Linear(4, 8, key=jax.random.key(1)),
+    }
+    x = np.random.default_rng(0).normal(size=(4,)).astype(np.float32)
+    loaded = tw.load(model, net)
+    for name in model:
+        close(loaded[name](x), run(net[name], x[None])[0])
+    # From its state_dict the source's layout is not known: the wide one says so, and the
+    # square one never loads transposed, since nothing loads.
+    with pytest.raises(tw.LoadError, match="looks laid out the other way round"):
+        tw.load(model, net.state_dict(), convention="torch")
+    by_rule = tw.load(model, net.state_dict(), convention="torch", layouts={r"weight$": "io"})
+    for name in model:
+        close(by_rule[name](x), run(net[name], x[None])[0])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float16"])
+def test_torch_tensors_of_every_dtype_load_without_a_float32_copy(dtype):
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3).to(getattr(torch, dtype))
+    model = {"w": jnp.zeros((2, 3), jnp.dtype(dtype))}
+    plan = tw.load_plan(model, {"w": t})
+    assert plan.steps[0].conversion() == ""  # no cast: read as its own dtype
+    out = tw.load(model, {"w": t})
+    assert out["w"].dtype == jnp.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(out["w"], np.float32), t.float().numpy())

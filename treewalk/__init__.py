@@ -18,6 +18,7 @@ from ._core.errors import CallbackError as CallbackError
 from ._core.errors import InitError as InitError
 from ._core.errors import LabelError as LabelError
 from ._core.errors import LoadError as LoadError
+from ._core.errors import LoadWarning as LoadWarning
 from ._core.errors import NoMatchError as NoMatchError
 from ._core.errors import PatternError as PatternError
 from ._core.errors import PRNGKeyError as PRNGKeyError
@@ -74,6 +75,7 @@ __all__ = [
     "InitError",
     "LabelError",
     "LoadError",
+    "LoadWarning",
     "LoadPlan",
     "NoMatchError",
     "Node",

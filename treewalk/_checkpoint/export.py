@@ -8,8 +8,8 @@ import numpy as np
 
 from .._core.errors import ArgumentError
 from .._core.types import PyTree
-from .._frameworks.checkpoint import KEY_SEPARATOR, VECTOR_ROLES
-from .leaves import check_convention, convert_weight, model_leaves
+from .._frameworks.checkpoint import KEY_SEPARATOR, LAYOUTS, VECTOR_ROLES, conversion
+from .leaves import check_convention, model_leaves
 from .plan import Rename, renamer_of
 from .sources import normalise
 
@@ -91,9 +91,13 @@ def export(
                 "pass rename= to tell them apart."
             )
         array = np.asarray(leaf.node)
-        perm = convert_weight(leaf, leaf.framework, convention, array.ndim)
-        if perm is not None:
-            array = array.transpose(perm)
+        decided = None
+        if leaf.layout is not None and array.ndim >= 2:
+            decided = conversion(leaf.layout, LAYOUTS[convention][leaf.family], array.ndim)
+        if decided is not None:
+            perm, flip = decided
+            array = array if perm is None else array.transpose(perm)
+            array = np.flip(array, flip) if flip else array
         elif leaf.role in VECTOR_ROLES and leaf.framework != convention and array.ndim > 1:
             if sum(d != 1 for d in array.shape) <= 1:
                 array = array.reshape(-1)

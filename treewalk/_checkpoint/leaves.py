@@ -23,7 +23,20 @@ from .._select.atoms import arrays
 class Leaf:
     """One array of a model: where it is and what it is."""
 
-    __slots__ = ("path", "key", "name", "segments", "node", "box", "framework", "kind", "role")
+    __slots__ = (
+        "path",
+        "key",
+        "name",
+        "segments",
+        "node",
+        "box",
+        "framework",
+        "kind",
+        "role",
+        "layout",
+        "family",
+        "layer_type",
+    )
 
     def __init__(self, path: Path, node: Any, box: Any) -> None:
         self.path = path
@@ -33,6 +46,11 @@ class Leaf:
         self.node, self.box = node, box
         self.framework: str | None = None
         self.kind, self.role = "", ""
+        #: A dense layer's weight: its `Layout` and family (`"dense"`, `"transposed"`).
+        self.layout: conv.Layout | None = None
+        self.family = ""
+        #: The name of the type of the module holding the array (`""` for a dict).
+        self.layer_type = ""
 
     def name_in(self, convention: str | None) -> str | None:
         """This leaf's path with its last segment named as `convention` names its role."""
@@ -91,29 +109,24 @@ def model_leaves(tree: Any, framework: str | None = None) -> tuple[str | None, l
     for leaf, layer in zip(leaves, layers, strict=True):
         if not leaf.segments:
             continue
-        leaf.kind, leaf.role = conv.classify(
+        leaf.kind, leaf.role, leaf.layout, leaf.family = conv.classify(
             framework, layer, leaf.segments[-1], siblings[leaf.segments[:-1]]
         )
         typed = conv.typed_kind(layer)
-        leaf.framework = typed[0] if typed is not None else framework
+        leaf.framework = typed.framework if typed is not None else framework
+        if conv.framework_of_node(layer) is not None:
+            leaf.layer_type = type(layer).__name__
     return framework, leaves
 
 
-def flatten_source(tree: Any) -> tuple[str | None, dict[str, Any]]:
-    """A pytree source as `(its framework, {path_str: array})`."""
+def flatten_source(
+    tree: Any,
+) -> tuple[str | None, dict[str, Any], dict[str, tuple[str, conv.Layout]]]:
+    """A pytree source as `(its framework, {path_str: array}, {path_str: (family,
+    layout)})`, the last for the weights whose layer type says their layout."""
     framework, leaves = model_leaves(tree)
-    return framework, {leaf.name: leaf.node for leaf in leaves}
-
-
-def convert_weight(
-    leaf: Leaf, src: str | None, dst: str | None, ndim: int
-) -> tuple[int, ...] | None:
-    """The transpose that takes `leaf`'s weight from convention `src` to `dst`, if any."""
-    if leaf.kind != "dense" or leaf.role != "weight":
-        return None
-    if src not in conv.WEIGHT_AXES or dst not in conv.WEIGHT_AXES:
-        return None
-    return conv.weight_perm(src, dst, ndim)
+    layouts = {leaf.name: (leaf.family, leaf.layout) for leaf in leaves if leaf.layout}
+    return framework, {leaf.name: leaf.node for leaf in leaves}, layouts
 
 
 def vector_reshape(leaf: Leaf, shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -4,6 +4,7 @@ convention, everything checked first."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -11,12 +12,12 @@ import numpy as np
 from jax.sharding import AbstractMesh, NamedSharding, Sharding
 from jax.tree_util import keystr
 
-from .._core.errors import LoadError
+from .._core.errors import LoadError, LoadWarning
 from .._core.types import PyTree
 from .._frameworks import box_partitioning
 from .._ops.replace import replace
 from .._select.atoms import arrays
-from .plan import LoadPlan, Rename, Step, plan
+from .plan import Layouts, LoadPlan, Rename, Step, plan, tied_to
 from .sources import Source, staging
 
 
@@ -26,6 +27,7 @@ def load_plan(
     *,
     convention: str | None = None,
     rename: Rename = None,
+    layouts: Layouts = None,
     into: str | None = None,
 ) -> LoadPlan:
     """The plan [`tw.load`][treewalk.load] would follow, to look at before loading.
@@ -66,7 +68,7 @@ def load_plan(
         torch -> equinox: 2 load
         ```
     """
-    return plan(tree, source, convention=convention, rename=rename, into=into)
+    return plan(tree, source, convention=convention, rename=rename, layouts=layouts, into=into)
 
 
 def load(
@@ -75,6 +77,7 @@ def load(
     *,
     convention: str | None = None,
     rename: Rename = None,
+    layouts: Layouts = None,
     strict: bool = True,
     into: str | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -89,13 +92,14 @@ def load(
     `Linear`). So a model whose attributes are named like the source's modules loads
     with no rules.
 
-    **Conversions**, when `convention` differs from the destination's, for the
-    layers whose convention is known — Linear/Dense, Conv 1-3D, LayerNorm, GroupNorm,
-    BatchNorm, RMSNorm, Embedding/Embed: the weight name (`weight`, `kernel`, `w`,
-    `scale`, `embedding`, `embeddings`, `offset`, `running_mean`, ...), the weight layout
-    (PyTorch and Equinox `(out, in, *kernel)`, Flax and Haiku `(*kernel, in, out)`),
-    decided by the destination layer's type or, for linen and Haiku param dicts, its
-    names — never guessed from shapes, so a square matrix loads the right way round.
+    **Conversions**, when `convention` differs from the destination's, for the layers
+    whose convention is known — Linear/Dense, Conv and ConvTranspose 1-3D, LayerNorm,
+    GroupNorm, BatchNorm, RMSNorm, Embedding/Embed: the weight name (`weight`, `kernel`,
+    `w`, `scale`, `embedding`, `embeddings`, `offset`, `running_mean`, ...), the weight
+    layout (PyTorch and Equinox `(out, in, *kernel)`, Flax and Haiku `(*kernel, in,
+    out)`; the transposed convolutions' own, see the checkpoints page), decided by the
+    destination layer's type or, for linen and Haiku param dicts, its names — never by a
+    name inside a module nor by shapes, so a square matrix loads the right way round.
     Vectors (biases, scales) are reshaped when only singleton axes differ (an Equinox
     conv bias is `(out, 1, 1)`). Every array is cast to the destination's dtype; float to
     int is refused. PyTorch's `num_batches_tracked` keys are skipped.
@@ -116,7 +120,8 @@ def load(
 
     - `tree`: the destination model or params. It is never changed.
     - `source`: a flat mapping `{str: array}` (numpy, JAX, or PyTorch tensors: a
-      `state_dict()`), any pytree (another framework's model or params), or the path of a
+      `state_dict()`), a PyTorch `nn.Module` (its state_dict, converted by its layers'
+      types), any pytree (another framework's model or params), or the path of a
       `.safetensors` or `.npz` file (reading a safetensors file shard by shard, for a
       sharded destination, needs `pip install "jax-treewalk[checkpoints]"`).
     - `convention`: the framework convention the source follows, `"torch"`, `"equinox"`,
@@ -126,6 +131,12 @@ def load(
       key written with `/` (`[(r"^0/", "layers/0/")]`), or a callable given that key
       and returning the destination path (`"layers/0/weight"`), or `None` to skip the
       key. The result may use the source's names or the destination's.
+    - `layouts`: `{regex: layout}`, how the source arrays whose keys (written with `/`)
+      the regex finds are laid out: each axis named, `o` out, `i` in, `k` the kernel axes
+      (`"io"` for a transformers `Conv1D`), or `"as-is"` to load them unconverted. By
+      default a source's own layer types decide (a pytree's, an `nn.Module`'s), else its
+      convention. A weight nothing decides (a layer type treewalk does not know, a
+      square weight with no `convention` given) is a `LoadError`, not a guess.
     - `strict`: `True` (default): any problem raises. `False`: destination arrays nothing
       loads into keep their values and unused source keys are ignored; shape and dtype
       mismatches still raise (skip such keys with `rename`).
@@ -158,17 +169,57 @@ def load(
         assert (model.kernel[...] == state_dict["weight"].T).all()
         ```
     """
-    p = plan(tree, source, convention=convention, rename=rename, into=into)
+    p = plan(tree, source, convention=convention, rename=rename, layouts=layouts, into=into)
     bad = p.problems(strict)
     if bad:
-        err = LoadError(p.error_message(strict))
-        err.plan = p
-        raise err
+        raise _error(p, p.error_message(strict))
     todo = {s.leaf.key: s for s in p.steps if s.status == "load" and s.leaf is not None}
     if not todo:
+        _left_out(p)
         return tree
     new = _read(p, todo, mesh)
+    _check_ties(p, new)
+    _left_out(p)
     return replace(tree, arrays, lambda path, node, key: new.get(keystr(path), node), strict=False)
+
+
+def _error(p: LoadPlan, message: str) -> LoadError:
+    err = LoadError(message)
+    err.plan = p
+    return err
+
+
+def _left_out(p: LoadPlan) -> None:
+    """With `strict=False`: a `tw.LoadWarning` saying what was left unloaded."""
+    missing = [s.destination for s in p.steps if s.status == "missing"]
+    unused = [s.key for s in p.steps if s.status == "unused"]
+    if not (missing or unused):
+        return
+    shown = ", ".join(map(repr, missing[:3])) + (", ..." if len(missing) > 3 else "")
+    warnings.warn(
+        f"tw.load(strict=False): {len(missing)} destination array(s) kept their values"
+        + (f" ({shown})" if missing else "")
+        + f" and {len(unused)} source key(s) were not used; tw.load_plan(...) lists them.",
+        LoadWarning,
+        stacklevel=3,
+    )
+
+
+def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
+    """A tied destination array given by two source keys: the second must hold what the
+    first does (safetensors ties store one tensor; a state_dict lists both)."""
+    for tied, loaded in tied_to(p):
+        assert tied.key is not None and loaded.leaf is not None and loaded.key is not None
+        other = tied.convert(p.source.read(tied.key))
+        first = np.asarray(new[loaded.leaf.key])
+        if other.shape != first.shape or not np.array_equal(other.astype(first.dtype), first):
+            raise _error(
+                p,
+                f"tw.load: {tied.destination!r} and {loaded.destination!r} are one array (a "
+                f"tie), but the source keys {loaded.key!r} and {tied.key!r} hold different "
+                "values; nothing was loaded. Fix: load one of them (skip the other with "
+                "rename=[(regex, None)]), or untie the destination.",
+            )
 
 
 #: Arrays for one device are put there in batches of about this many bytes: one
@@ -214,7 +265,7 @@ def _sharded(src: Source, step: Step, sharding: Sharding) -> jax.Array:
     """The array for `step` in `sharding`, each device given (and read) only its shard."""
     assert step.leaf is not None and step.key is not None
     node, key = step.leaf.node, step.key
-    if step.reshape:
+    if step.reshape or step.flip:
         whole = step.convert(src.read(key))
         return jax.make_array_from_callback(node.shape, sharding, lambda i: _own(src, whole[i]))
     perm = step.perm

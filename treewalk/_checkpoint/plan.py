@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import jax
@@ -13,21 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ArgumentError, CallbackError, PatternError
-from .._frameworks.checkpoint import CONVENTIONS, source_only
-from .leaves import (
-    Leaf,
-    check_convention,
-    convert_weight,
-    flatten_source,
-    model_leaves,
-    vector_reshape,
-)
+from .._frameworks.checkpoint import CONVENTIONS, LAYOUTS, Layout, conversion, source_only
+from .leaves import Leaf, check_convention, flatten_source, model_leaves, vector_reshape
 from .sources import Source, normalise, open_source, staging
 
-Rename: TypeAlias = Sequence[tuple[str, str]] | Callable[[str], str | None] | None
+#: One rule of `rename=`: a `(regex, replacement)` pair (`None` as the replacement skips a
+#: key the regex finds) or a callable from key to key (or `None`, to skip it).
+RenameRule: TypeAlias = tuple[str, str | None] | Callable[[str], str | None]
+Rename: TypeAlias = Sequence[RenameRule] | Callable[[str], str | None] | None
+#: `layouts=`: `{regex: layout}`, the axis layout of the source arrays whose keys the regex
+#: finds (`"io"`, `"oik"`, ...), or `"as-is"` to load them unconverted.
+Layouts: TypeAlias = Mapping[str, str] | None
 
 #: The statuses of a plan's rows that are problems (`load`, `tied` and `skip` are not).
-PROBLEMS = ("missing", "unused", "mismatch", "twice")
+PROBLEMS = ("missing", "unused", "mismatch", "undecided", "twice")
 _LISTED = 10
 
 
@@ -43,6 +42,7 @@ class Step:
         "shape",
         "dtype",
         "perm",
+        "flip",
         "reshape",
         "cast",
         "status",
@@ -55,6 +55,7 @@ class Step:
     shape: tuple[int, ...]
     dtype: Any
     perm: tuple[int, ...] | None
+    flip: tuple[int, ...]
     reshape: bool
     cast: bool
     status: str
@@ -66,6 +67,7 @@ class Step:
         self.shape = ()
         self.dtype = None
         self.perm = None
+        self.flip = ()
         self.reshape = False
         self.cast = False
 
@@ -85,6 +87,8 @@ class Step:
             out.append(f"rename {src_last}->{dst_last}")
         if self.perm is not None:
             out.append(f"transpose{self.perm}")
+        if self.flip:
+            out.append(f"flip{self.flip}")
         if self.reshape:
             out.append(f"reshape {self.shape}->{tuple(self.leaf.node.shape)}")
         if self.cast:
@@ -97,6 +101,8 @@ class Step:
         out = array
         if self.perm is not None:
             out = out.transpose(self.perm)
+        if self.flip:
+            out = np.flip(out, self.flip)
         if self.reshape:
             out = out.reshape(self.leaf.node.shape)
         if not self.cast and out.flags.c_contiguous:
@@ -117,7 +123,8 @@ class LoadPlan:
 
     Attributes: `steps` (one `Step` per row: `.destination`, `.key`, `.conversion()`,
     `.status` — `load`, `tied` (the same array as another destination being loaded),
-    `skip`, or a problem: `missing`, `unused`, `mismatch`, `twice`),
+    `skip`, or a problem: `missing`, `unused`, `mismatch`, `undecided` (the layout of a
+    weight that neither the destination's layer type nor the source decides), `twice`),
     `convention` (the source's), `framework` (the destination's convention), `source`.
     """
 
@@ -137,7 +144,7 @@ class LoadPlan:
 
     def problems(self, strict: bool = True) -> list[Step]:
         """The rows that stop `tw.load(..., strict=strict)`."""
-        bad = PROBLEMS if strict else ("mismatch", "twice")
+        bad = PROBLEMS if strict else ("mismatch", "undecided", "twice")
         return [s for s in self.steps if s.status in bad]
 
     def summary(self) -> str:
@@ -173,13 +180,14 @@ class LoadPlan:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
     def error_message(self, strict: bool = True) -> str:
-        """The `tw.LoadError` message: every problem, by kind."""
+        """The `tw.LoadError` message: every problem, by kind, and the fix for this case."""
         bad = self.problems(strict)
         out = [f"tw.load: {len(bad)} problem(s), nothing was loaded ({self.summary()})."]
         for status, title in (
             ("missing", "destination arrays no source key loads into"),
             ("unused", "source keys nothing uses"),
             ("mismatch", "shape or dtype mismatches"),
+            ("undecided", "weights whose layout nothing decides"),
             ("twice", "destination arrays two source keys load into"),
         ):
             rows = [s for s in bad if s.status == status]
@@ -188,72 +196,163 @@ class LoadPlan:
             out.append(f"{title}:")
             out += [f"  {_describe(s)}" for s in rows[:_LISTED]]
             if len(rows) > _LISTED:
-                out.append(f"  ... and {len(rows) - _LISTED} more")
-        if not self.convention_given and any(s.status == "missing" for s in bad):
+                out.append(
+                    f"  ... and {len(rows) - _LISTED} more (the error's .plan, or "
+                    "print(tw.load_plan(...)), lists every row)"
+                )
+        out += self._fixes(bad, strict)
+        return "\n".join(out)
+
+    def _fixes(self, bad: list[Step], strict: bool) -> list[str]:
+        """The lines that say how to fix these problems."""
+        out = []
+        statuses = {s.status for s in bad}
+        if not self.convention_given and "missing" in statuses:
             out.append(
                 f"The source's convention was taken to be the destination's "
                 f"({self.convention or 'none known'}); a PyTorch state_dict needs "
                 f"convention='torch'."
             )
-        out.append(
-            "Fix: map source keys onto destination paths with rename=[(regex, replacement)] "
-            "(or a callable returning None to skip a key), give the source's convention with "
-            f"convention={'|'.join(map(repr, CONVENTIONS))}"
-            + (
-                ", or pass strict=False to load what matches"
-                if strict
-                else " (strict=False does not skip shape or dtype mismatches)"
-            )
-            + "; print(tw.load_plan(...)) shows the whole plan."
+        rule = suggest_rename(
+            [s.why for s in bad if s.status == "missing"],
+            [s.renamed or normalise(s.key) for s in bad if s.status == "unused" and s.key],
         )
-        return "\n".join(out)
+        if rule is not None:
+            out.append(f"Fix: the keys differ by a prefix or a module name: rename=[{rule}].")
+        elif statuses & {"missing", "unused"}:
+            out.append(
+                "Fix: map source keys onto destination paths with rename=[(regex, "
+                "replacement)] (a replacement of None, or a callable returning None, skips a "
+                f"key), or give the source's convention with convention="
+                f"{'|'.join(map(repr, CONVENTIONS))}"
+                + (", or pass strict=False to load what matches." if strict else ".")
+            )
+        if statuses & {"mismatch", "undecided"} and not strict:
+            out.append(
+                "strict=False does not skip shape, dtype or layout problems: skip such keys "
+                "with rename=[(regex, None)]."
+            )
+        return out
 
 
 def _describe(s: Step) -> str:
     if s.status == "unused":
-        shown = f" (renamed {s.renamed!r})" if s.renamed and s.renamed != s.key else ""
+        shown = (
+            f" (renamed {s.renamed!r})"
+            if s.renamed and s.renamed != normalise(s.key or "")
+            else ""
+        )
         return f"{s.key!r}{shown}"
     if s.status == "missing":
-        return f"{s.destination!r} (looked for {s.why!r})"
+        layer = ""
+        if s.leaf is not None and s.leaf.layer_type and not s.leaf.kind:
+            layer = f"; its layer {s.leaf.layer_type} is not one whose convention is known"
+        return f"{s.destination!r} (looked for {s.why!r}{layer})"
     return f"{s.destination!r} <- {s.key!r}: {s.why}"
 
 
+def suggest_rename(missing: list[str], unused: list[str]) -> str | None:
+    """A `rename` rule, as text, that maps unused source keys onto missing destination
+    paths (both written with `/`): a prefix to drop or add, or one module name to change.
+    `None` when no one rule maps a key."""
+    votes: dict[tuple[str, str], int] = {}
+    for u in unused:
+        for m in missing:
+            rule = None
+            if u.endswith("/" + m):
+                rule = "^" + re.escape(u[: -len(m)]), ""
+            elif m.endswith("/" + u):
+                rule = "^", m[: -len(u)]
+            else:
+                a, b = u.split("/"), m.split("/")
+                diff = [j for j in range(len(a)) if len(a) == len(b) and a[j] != b[j]]
+                if len(diff) == 1 and diff[0] < len(a) - 1:
+                    rule = f"(?:^|(?<=/)){re.escape(a[diff[0]])}/", f"{b[diff[0]]}/"
+            if rule is not None:
+                votes[rule] = votes.get(rule, 0) + 1
+    if not votes:
+        return None
+    pattern, replacement = max(votes, key=lambda r: votes[r])
+    return f"({pattern!r}, {replacement!r})"
+
+
 def renamer_of(rename: Rename) -> Callable[[str], str | None]:
+    """One function from a source key to its destination path (`None`: skip the key), for
+    `rename=`: a callable, or rules applied in order, each a `(regex, replacement)` pair
+    (`re.sub`; a replacement of `None` skips a key the regex finds) or a callable."""
     if rename is None:
         return lambda k: k
     if callable(rename):
-        fn = rename
-
-        def call(k: str) -> str | None:
-            try:
-                out = fn(k)
-            except Exception as e:
-                raise CallbackError(f"rename raised on source key {k!r}: {e!r}") from e
-            if out is not None and not isinstance(out, str):
-                raise ArgumentError(
-                    f"rename returned {type(out).__name__} for source key {k!r}; return the "
-                    "destination path as a str, or None to skip the key."
-                )
-            return out
-
-        return call
-    rules = []
-    for pair in rename:
-        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+        return _checked(rename)
+    steps: list[Callable[[str], str | None]] = []
+    for rule in rename:
+        if callable(rule):
+            steps.append(_checked(rule))
+            continue
+        if not (isinstance(rule, tuple | list) and len(rule) == 2):
             raise ArgumentError(
-                f"rename= takes (regex, replacement) pairs or a callable; got {pair!r}."
+                f"rename= takes (regex, replacement) pairs and callables; got {rule!r}."
             )
+        pattern, replacement = rule
         try:
-            rules.append((re.compile(pair[0]), pair[1]))
+            compiled = re.compile(pattern)
         except re.error as e:
-            raise PatternError(f"rename pattern {pair[0]!r} is not a valid regex: {e}.") from e
+            raise PatternError(f"rename pattern {pattern!r} is not a valid regex: {e}.") from e
+        steps.append(_substitute(compiled, replacement))
 
-    def apply(k: str) -> str:
-        for pattern, replacement in rules:
-            k = pattern.sub(replacement, k)
-        return k
+    def apply(k: str) -> str | None:
+        out: str | None = k
+        for step in steps:
+            out = step(out)
+            if out is None:
+                return None
+        return out
 
     return apply
+
+
+def _substitute(pattern: re.Pattern[str], replacement: str | None) -> Callable[[str], str | None]:
+    if replacement is None:
+        return lambda k: None if pattern.search(k) else k
+    return lambda k: pattern.sub(replacement, k)
+
+
+def _checked(fn: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    def call(k: str) -> str | None:
+        try:
+            out = fn(k)
+        except Exception as e:
+            raise CallbackError(f"rename raised on source key {k!r}: {e!r}") from e
+        if out is not None and not isinstance(out, str):
+            raise ArgumentError(
+                f"rename returned {type(out).__name__} for source key {k!r}; return the "
+                "destination path as a str, or None to skip the key."
+            )
+        return out
+
+    return call
+
+
+def layouts_of(layouts: Layouts) -> Callable[[str], str | None]:
+    """The function `layouts=` stands for: a source key (written with `/`) to the layout
+    the first regex that finds it gives, or `None`."""
+    if not layouts:
+        return lambda k: None
+    rules = []
+    for pattern, layout in layouts.items():
+        if layout != "as-is" and (
+            not isinstance(layout, str) or sorted(layout) not in (["i", "o"], ["i", "k", "o"])
+        ):
+            raise ArgumentError(
+                f"layouts={{{pattern!r}: {layout!r}}}: a layout names each axis of the source "
+                "array, 'o' out, 'i' in, 'k' the kernel axes ('oi', 'io', 'oik', 'kio', "
+                "'iok'), or is 'as-is' to load it unconverted."
+            )
+        try:
+            rules.append((re.compile(pattern), layout))
+        except re.error as e:
+            raise PatternError(f"layouts pattern {pattern!r} is not a valid regex: {e}.") from e
+    return lambda k: next((layout for p, layout in rules if p.search(k)), None)
 
 
 def plan(
@@ -262,6 +361,7 @@ def plan(
     *,
     convention: str | None = None,
     rename: Rename = None,
+    layouts: Layouts = None,
     into: str | None = None,
 ) -> LoadPlan:
     check_convention(convention, "convention")
@@ -277,7 +377,7 @@ def plan(
         alias = leaf.name_in(convention)
         if alias is not None:
             aliases.setdefault(normalise(alias), i)
-    renamer = renamer_of(rename)
+    renamer, layout_of = renamer_of(rename), layouts_of(layouts)
     found: dict[int, list[tuple[str, str]]] = {}
     extra: list[Step] = []
     for key in src.keys():
@@ -289,9 +389,8 @@ def plan(
             found.setdefault(i, []).append((key, renamed or key))
             continue
         skipped = renamed is None or source_only(convention, normalise(key).rsplit("/", 1)[-1])
-        status = "skip" if skipped else "unused"
-        step = Step(None, key, status)
-        step.renamed = renamed
+        step = Step(None, key, "skip" if skipped else "unused")
+        step.renamed = renamed if rename is not None else None
         extra.append(step)
     steps = []
     for i, leaf in enumerate(leaves):
@@ -303,7 +402,10 @@ def plan(
             why = f"also from {', '.join(repr(k) for k, _ in hits[1:])}"
             steps.append(Step(leaf, hits[0][0], "twice", why))
             continue
-        steps.append(_step(leaf, hits[0][0], hits[0][1], src, convention))
+        key, renamed = hits[0]
+        step = _step(leaf, key, src, convention, given, layout_of(normalise(key)))
+        step.renamed = renamed if rename is not None else None
+        steps.append(step)
     _ties(steps)
     out = LoadPlan(steps + extra, convention, framework, src)
     out.convention_given = given
@@ -311,26 +413,50 @@ def plan(
 
 
 def _ties(steps: list[Step]) -> None:
-    """A destination array that is the same object as one being loaded (a tied weight,
-    which safetensors files store once) is loaded with it: `replace` keeps ties."""
-    loading = {
-        id(s.leaf.node): s
-        for s in steps
-        if s.status == "load" and s.leaf is not None and isinstance(s.leaf.node, jax.Array)
-    }
+    """A destination array that is the same object as one being loaded (a tied weight) is
+    loaded with it: `replace` keeps ties. One with no source key of its own (safetensors
+    files store a tie once) is `tied`; one with its own key too is `tied` with that key,
+    and `tw.load` checks that both keys hold the same values."""
+    loading: dict[int, Step] = {}
     for s in steps:
+        if s.leaf is None or not isinstance(s.leaf.node, jax.Array | np.ndarray):
+            continue
+        first = loading.get(id(s.leaf.node))
+        if first is None:
+            if s.status == "load":
+                loading[id(s.leaf.node)] = s
+            continue
+        if s.status in ("missing", "load"):
+            s.status, s.why = "tied", f"tied to {first.destination!r}"
+    for s in steps:  # a tie whose first destination has no key, but a later one has
         if s.status == "missing" and s.leaf is not None and id(s.leaf.node) in loading:
             s.status, s.why = "tied", f"tied to {loading[id(s.leaf.node)].destination!r}"
 
 
-def _step(leaf: Leaf, key: str, renamed: str, src: Source, convention: str | None) -> Step:
+def tied_to(p: LoadPlan) -> list[tuple[Step, Step]]:
+    """`(tied, loaded)` for each tied row with a source key of its own: the row loaded
+    into the same array, whose values `tw.load` checks it holds too."""
+    loading = {id(s.leaf.node): s for s in p.steps if s.status == "load" and s.leaf is not None}
+    return [
+        (s, loading[id(s.leaf.node)])
+        for s in p.steps
+        if s.status == "tied" and s.key is not None and s.leaf is not None
+    ]
+
+
+def _step(
+    leaf: Leaf, key: str, src: Source, convention: str | None, given: bool, override: str | None
+) -> Step:
     step = Step(leaf, key, "load")
-    step.renamed = renamed
     shape, dtype = src.meta(key)
     step.shape, step.dtype = shape, dtype
     want, want_dtype = tuple(leaf.node.shape), jnp.dtype(leaf.node.dtype)
     got = shape
-    step.perm = convert_weight(leaf, convention, leaf.framework, len(want))
+    decided = _weight_conversion(leaf, src.layouts.get(key), override, convention, given, want)
+    if isinstance(decided, str):
+        step.status, step.why = "undecided", decided
+        return step
+    step.perm, step.flip = decided
     if step.perm is not None:
         if len(shape) != len(want):
             step.status = "mismatch"
@@ -342,7 +468,9 @@ def _step(leaf: Leaf, key: str, renamed: str, src: Source, convention: str | Non
     if got != want:
         step.status = "mismatch"
         after = f", {got} after transpose{step.perm}" if step.perm else ""
-        step.why = f"source shape {shape}{after}, destination {want}"
+        step.why = f"source shape {shape}{after}, destination {want}" + _layout_hint(
+            leaf, shape, want
+        )
         return step
     if dtype != want_dtype:
         inexact = jnp.issubdtype(dtype, jnp.inexact)
@@ -355,3 +483,101 @@ def _step(leaf: Leaf, key: str, renamed: str, src: Source, convention: str | Non
             return step
         step.cast = True
     return step
+
+
+Conversion: TypeAlias = tuple[tuple[int, ...] | None, tuple[int, ...]]
+
+
+def _weight_conversion(
+    leaf: Leaf,
+    declared: tuple[str, Layout] | None,
+    override: str | None,
+    convention: str | None,
+    given: bool,
+    want: tuple[int, ...],
+) -> Conversion | str:
+    """`(perm, flip)` for the array of `leaf`, or why its layout is undecided.
+
+    The destination's layout is its layer's type (`leaf.layout`); the source's is, first
+    to last: `override` (`layouts=`), `declared` (the source's own layer types: a pytree's
+    or a PyTorch module's), the source convention's layout for the destination's family.
+    """
+    as_is: Conversion = (None, ())
+    if len(want) < 2 or override == "as-is":
+        return as_is
+    if override is not None:
+        declared = leaf.family or "dense", Layout(override)
+    dst = leaf.layout
+    if dst is None:
+        unknown = not leaf.kind and leaf.framework not in (None, "penzai")
+        differ = declared is not None or _layouts_differ(convention, leaf.framework)
+        if not (unknown and differ):
+            return as_is
+        what = f"{leaf.layer_type} layers" if leaf.layer_type else "this array"
+        return (
+            f"the layout of {what} is not one treewalk knows, and the source's is "
+            f"{'declared' if declared else f'{convention!r}'} ({leaf.framework!r} differs): "
+            f"pass layouts={{{_key_regex(leaf)!r}: 'as-is'}} if the source already has the "
+            "destination's layout, or skip it with rename=[(regex, None)] and set it yourself"
+        )
+    if declared is None:
+        if not given:
+            return _square_check(leaf, want)
+        if convention not in LAYOUTS:
+            return as_is
+        # A convention's layout: a "flax" file holds a ConvTranspose as NNX's default.
+        declared = leaf.family, LAYOUTS[convention][leaf.family]
+    family, src_layout = declared
+    if family != leaf.family:
+        return (
+            f"the source is a {_FAMILY[family]}'s weight and the destination a "
+            f"{_FAMILY[leaf.family]}'s ({leaf.layer_type or 'by its names'})"
+        )
+    decided = conversion(src_layout, dst, len(want))
+    if decided is None:
+        return (
+            f"the source layout {src_layout.axes!r} does not fit a weight of {len(want)} axes; "
+            "give it with layouts={regex: 'oik' | 'kio' | ...}"
+        )
+    return decided
+
+
+_FAMILY = {"dense": "Linear or Conv", "transposed": "ConvTranspose"}
+
+
+def _layouts_differ(convention: str | None, framework: str | None) -> bool:
+    if convention not in LAYOUTS or framework not in LAYOUTS or convention == framework:
+        return False
+    return LAYOUTS[convention]["dense"] != LAYOUTS[framework]["dense"]
+
+
+def _square_check(leaf: Leaf, want: tuple[int, ...]) -> Conversion | str:
+    """Unconverted, unless another convention's layout would fit the same shape (a square
+    weight): then which one the source has is undecided."""
+    assert leaf.layout is not None
+    for convention, layouts in LAYOUTS.items():
+        decided = conversion(layouts[leaf.family], leaf.layout, len(want))
+        if decided is None or decided == (None, ()):
+            continue
+        perm, _ = decided
+        if perm is None or tuple(want[p] for p in perm) == want:
+            return (
+                f"the source's convention was not given and this weight's shape {want} "
+                f"fits {convention!r}'s layout too: pass convention="
+                f"{'|'.join(map(repr, CONVENTIONS))}"
+            )
+    return None, ()
+
+
+def _layout_hint(leaf: Leaf, shape: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """A hint when the source fits the destination the other way round."""
+    if len(shape) == 2 and shape[::-1] == want and leaf.layout is not None:
+        return (
+            "; the source looks laid out the other way round already (a transformers "
+            "Conv1D stores (in, out)): pass the nn.Module itself, or layouts={regex: 'io'}"
+        )
+    return ""
+
+
+def _key_regex(leaf: Leaf) -> str:
+    return "^" + re.escape(leaf.name) + "$"

@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import ArgumentError
-from .._frameworks.checkpoint import is_tensor, meta_of, to_numpy
+from .._frameworks.checkpoint import (
+    Layout,
+    is_tensor,
+    is_torch_module,
+    meta_of,
+    to_numpy,
+    torch_layouts,
+)
 
 _SPLIT = re.compile(r"[./]")
 
@@ -52,6 +59,9 @@ class Source:
     convention: str | None = None
     #: Are the arrays `read` returns fresh (a file's), not memory the caller holds?
     owned = True
+    #: `{key: (family, layout)}` of the weights whose layout the source itself declares
+    #: (a pytree's layer types, a PyTorch module's); a file declares none.
+    layouts: dict[str, tuple[str, Layout]] = {}
 
     def keys(self) -> list[str]:
         """The source's keys, in its own order."""
@@ -199,7 +209,7 @@ class NpzSource(Source):
 
 def open_source(source: Any, flatten: Any) -> Source:
     """A `Source` for what `tw.load` was given. `flatten(tree) -> (convention, {key:
-    array})` flattens a pytree source."""
+    array}, {key: (family, layout)})` flattens a pytree source."""
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -212,11 +222,16 @@ def open_source(source: Any, flatten: Any) -> Source:
             f"tw.load reads .safetensors and .npz files; got {path!r}. Load other formats "
             "yourself and pass the mapping of arrays."
         )
+    if is_torch_module(source):
+        # Its state_dict, and the layouts its layers' types declare (a Conv1D is (in, out)).
+        out = MappingSource(source.state_dict())
+        out.convention, out.layouts = "torch", torch_layouts(source)
+        return out
     if isinstance(source, Mapping) and all(
         isinstance(k, str) and is_tensor(v) for k, v in source.items()
     ):
         return MappingSource(source)
-    convention, flat = flatten(source)
+    convention, flat, layouts = flatten(source)
     out = MappingSource(flat)
-    out.convention = convention
+    out.convention, out.layouts = convention, layouts
     return out

@@ -86,6 +86,11 @@ class LoadError(TreewalkError, ValueError):
     plan: Any = None
 
 
+class LoadWarning(UserWarning):
+    """`tw.load(..., strict=False)` left destination arrays unloaded or source keys
+    unused: the warning counts them (`tw.load_plan` lists them)."""
+
+
 def call_user(what: str, f: Callable[..., Any], path: Sequence[Any], *args: Any) -> Any:
     """`f(*args)`, for a user callback `f` called at `path`: an exception it raises is
     re-raised as a `CallbackError` naming the path, chained to the original. treewalk's

@@ -1,4 +1,5 @@
-"""Checkpoint conventions of PyTorch, Equinox, Flax (linen and NNX) and Haiku.
+"""Checkpoint conventions of PyTorch, Equinox, Flax (linen and NNX), Haiku and the
+transformers library's `Conv1D`.
 
 `tw.load` and `tw.export` convert names and axis layouts of the layers whose convention
 is known. This module is the only place that knows them. Like the rest of
@@ -7,21 +8,26 @@ is known. This module is the only place that knows them. Like the rest of
 
 A layer has a **kind** and each of its arrays a **role**:
 
-| kind    | roles                              | layers                                   |
-|---------|------------------------------------|------------------------------------------|
-| `dense` | `weight`, `bias`                   | Linear / Dense, Conv 1-3D                |
-| `norm`  | `scale`, `offset`, `mean`, `var`   | LayerNorm, GroupNorm, BatchNorm, RMSNorm |
-| `embed` | `table`                            | Embedding / Embed                        |
+| kind    | roles                              | layers                                        |
+|---------|------------------------------------|-----------------------------------------------|
+| `dense` | `weight`, `bias`                   | Linear / Dense, Conv 1-3D, ConvTranspose 1-3D |
+| `norm`  | `scale`, `offset`, `mean`, `var`   | LayerNorm, GroupNorm, BatchNorm, RMSNorm      |
+| `embed` | `table`                            | Embedding / Embed                             |
 
-Each framework names a role (`NAMES`) and lays out a dense weight (`WEIGHT_AXES`):
-PyTorch and Equinox `(out, in, *kernel)`, Flax and Haiku `(*kernel, in, out)`. The other
-roles are vectors (an Equinox conv bias is `(out, 1, 1)`, a Haiku BatchNorm scale
-`(1, 1, 1, C)`): they are reshaped when only singleton axes differ.
+Each framework names a role (`NAMES`). A dense weight has a **family** (`"dense"` for
+Linear and Conv, `"transposed"` for ConvTranspose) and a `Layout`: the role of each axis
+and whether the kernel is flipped against PyTorch's. The layout is read from the layer's
+type (and, for NNX `ConvTranspose`, its `transpose_kernel`), or for a linen or Haiku
+params dict from the framework's names (a dict holds no types: its kernels are read as a
+Dense or Conv kernel). The other roles are vectors (an Equinox conv bias is
+`(out, 1, 1)`, a Haiku BatchNorm scale `(1, 1, 1, C)`): they are reshaped when only
+singleton axes differ.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,9 +73,27 @@ NAMES: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 
-#: How each framework lays out a dense (Linear or Conv) weight: `o` out, `i` in, `k` the
-#: kernel axes (none for a Linear).
-WEIGHT_AXES = {"torch": "oik", "equinox": "oik", "flax": "kio", "haiku": "kio"}
+
+class Layout(NamedTuple):
+    """How a weight's axes are laid out: `axes` names each axis, `o` out, `i` in, `k` the
+    kernel axes (`"oik"` is `(out, in, *kernel)`, `"kio"` `(*kernel, in, out)`);
+    `flipped`: the kernel is spatially flipped against PyTorch's."""
+
+    axes: str
+    flipped: bool = False
+
+
+#: `LAYOUTS[convention][family]`: how a checkpoint in `convention` lays out the weight of
+#: a layer of `family`, when the convention says it alone (a file holds no layer types).
+#: PyTorch's `ConvTranspose` weight is `(in, out, *kernel)`; Equinox's is
+#: `(out, in, *kernel)`, flipped; Flax's is NNX's default (`transpose_kernel=False`),
+#: `(*kernel, in, out)` flipped; Haiku's `(*kernel, out, in)`.
+LAYOUTS: dict[str, dict[str, Layout]] = {
+    "torch": {"dense": Layout("oik"), "transposed": Layout("iok")},
+    "equinox": {"dense": Layout("oik"), "transposed": Layout("oik", True)},
+    "flax": {"dense": Layout("kio"), "transposed": Layout("kio", True)},
+    "haiku": {"dense": Layout("kio"), "transposed": Layout("koi")},
+}
 
 #: Roles whose arrays are vectors (reshaped when only singleton axes differ).
 VECTOR_ROLES = frozenset({"bias", "scale", "offset", "mean", "var"})
@@ -85,16 +109,26 @@ def source_only(convention: str | None, name: str) -> bool:
     return convention is not None and name in _SOURCE_ONLY.get(convention, ())
 
 
+class Typed(NamedTuple):
+    """What a layer's type says: its framework, its kind, and for a `dense` layer its
+    weight's family (`"dense"` or `"transposed"`)."""
+
+    framework: str
+    kind: str
+    family: str = ""
+
+
+#: The layers whose convention is known, most specific first.
 _TYPED = (
-    ("equinox.nn", ("Linear", "Conv"), "equinox", "dense"),
-    ("equinox.nn", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), "equinox", "norm"),
-    ("equinox.nn", ("Embedding",), "equinox", "embed"),
-    ("flax.nnx", ("Linear", "Conv"), "flax", "dense"),
-    ("flax.nnx", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), "flax", "norm"),
-    ("flax.nnx", ("Embed",), "flax", "embed"),
+    ("equinox.nn", ("ConvTranspose",), Typed("equinox", "dense", "transposed")),
+    ("equinox.nn", ("Linear", "Conv"), Typed("equinox", "dense", "dense")),
+    ("equinox.nn", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), Typed("equinox", "norm")),
+    ("equinox.nn", ("Embedding",), Typed("equinox", "embed")),
+    ("flax.nnx", ("ConvTranspose",), Typed("flax", "dense", "transposed")),
+    ("flax.nnx", ("Linear", "Conv"), Typed("flax", "dense", "dense")),
+    ("flax.nnx", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), Typed("flax", "norm")),
+    ("flax.nnx", ("Embed",), Typed("flax", "embed")),
 )
-#: Subclasses of the types above whose weight has another layout (not converted).
-_NOT_CONVERTED = (("equinox.nn", ("ConvTranspose",)), ("flax.nnx", ("ConvTranspose",)))
 
 
 def framework_of_node(node: Any) -> str | None:
@@ -119,27 +153,20 @@ def framework_of_names(names: set[str], segments: set[str]) -> str | None:
     return None
 
 
-def typed_kind(layer: Any) -> tuple[str, str] | None:
-    """`(framework, kind)` of an Equinox or NNX layer whose convention is known."""
+def typed_kind(layer: Any) -> Typed | None:
+    """What the type of an Equinox or NNX layer whose convention is known says."""
     cls = type(layer)
     # A type's answer never changes (a class made before Equinox was imported cannot be an
     # Equinox layer), so it is worked out once per type.
     if cls not in _KINDS:
-        _KINDS[cls] = _typed_kind(layer)
+        _KINDS[cls] = next(
+            (typed for module, names, typed in _TYPED if isinstance(layer, _attr(module, *names))),
+            None,
+        )
     return _KINDS[cls]
 
 
-_KINDS: dict[type, tuple[str, str] | None] = {}
-
-
-def _typed_kind(layer: Any) -> tuple[str, str] | None:
-    for module, names in _NOT_CONVERTED:
-        if isinstance(layer, _attr(module, *names)):
-            return None
-    for module, names, framework, kind in _TYPED:
-        if isinstance(layer, _attr(module, *names)):
-            return framework, kind
-    return None
+_KINDS: dict[type, Typed | None] = {}
 
 
 def role_in(framework: str, kind: str, name: str) -> str | None:
@@ -150,45 +177,93 @@ def role_in(framework: str, kind: str, name: str) -> str | None:
     return None
 
 
-def classify(framework: str | None, layer: Any, name: Any, siblings: Any) -> tuple[str, str]:
-    """`(kind, role)` of the array `name` of `layer`, or `("", "")` when not known.
+def classify(
+    framework: str | None, layer: Any, name: Any, siblings: Any
+) -> tuple[str, str, Layout | None, str]:
+    """`(kind, role, layout, family)` of the array `name` of `layer`: `("", "", None, "")`
+    when not known; the layout and family only for a dense layer's weight.
 
     `layer` is the node holding the array (a module, or a dict for linen/Haiku params),
-    `siblings` the names of the arrays next to it.
+    `siblings` the names of the arrays next to it. A module's type decides; a linen or
+    Haiku params dict (which holds no types) is read by its framework's names.
     """
+    unknown = "", "", None, ""
     if not isinstance(name, str):
-        return "", ""
+        return unknown
     typed = typed_kind(layer)
     if typed is not None:
-        role = role_in(typed[0], typed[1], name)
-        return (typed[1], role) if role else ("", "")
-    if framework == "flax":
-        if name == "bias":
-            return ("dense", "bias") if "kernel" in siblings else ("norm", "offset")
-        for kind in ("dense", "embed", "norm"):
-            role = role_in("flax", kind, name)
-            if role:
-                return kind, role
-    if framework == "haiku":
-        for kind in ("dense", "embed", "norm"):
-            role = role_in("haiku", kind, name)
-            if role:
-                return kind, role
-    return "", ""
+        role = role_in(typed.framework, typed.kind, name)
+        if not role:
+            return unknown
+        if role != "weight" or typed.kind != "dense":
+            return typed.kind, role, None, ""
+        return typed.kind, role, _layer_layout(layer, typed), typed.family
+    if framework not in ("flax", "haiku") or framework_of_node(layer) is not None:
+        return unknown  # a module of no known type: its names decide nothing
+    if framework == "flax" and name == "bias":
+        return (
+            ("dense", "bias", None, "") if "kernel" in siblings else ("norm", "offset", None, "")
+        )
+    for kind in ("dense", "embed", "norm"):
+        role = role_in(framework, kind, name)
+        if role == "weight":
+            return kind, role, LAYOUTS[framework]["dense"], "dense"
+        if role:
+            return kind, role, None, ""
+    return unknown
 
 
-def weight_perm(src: str, dst: str, ndim: int) -> tuple[int, ...] | None:
-    """The axes permutation taking a dense weight of `ndim` axes from the layout of
-    framework `src` to that of `dst` (`None` when they agree)."""
-    a, b = _axes(WEIGHT_AXES[src], ndim), _axes(WEIGHT_AXES[dst], ndim)
-    if a == b or ndim < 2:
+def _layer_layout(layer: Any, typed: Typed) -> Layout:
+    if typed.framework == "flax" and typed.family == "transposed":
+        # NNX `ConvTranspose(transpose_kernel=True)` takes the kernel of the forward conv.
+        return Layout("koi") if getattr(layer, "transpose_kernel", False) else Layout("kio", True)
+    return LAYOUTS[typed.framework][typed.family]
+
+
+def conversion(
+    src: Layout, dst: Layout, ndim: int
+) -> tuple[tuple[int, ...] | None, tuple[int, ...]] | None:
+    """`(perm, flip)` taking a weight of `ndim` axes laid out as `src` to `dst`: the axes
+    permutation (`None` when they agree), then the axes to reverse. `None` when a layout
+    does not fit `ndim` axes (an `"io"` matrix is not a conv kernel)."""
+    a, b = _axes(src.axes, ndim), _axes(dst.axes, ndim)
+    if a is None or b is None:
         return None
-    return tuple(a.index(role) for role in b)
+    perm = None if a == b else tuple(a.index(role) for role in b)
+    flip = tuple(j for j, r in enumerate(b) if r[0] == "k") if src.flipped != dst.flipped else ()
+    return perm, flip
 
 
-def _axes(layout: str, ndim: int) -> list[str]:
+def _axes(axes: str, ndim: int) -> list[str] | None:
     kernel = [f"k{j}" for j in range(ndim - 2)]
-    return ["o", "i", *kernel] if layout == "oik" else [*kernel, "i", "o"]
+    out = [a for c in axes for a in (kernel if c == "k" else [c])]
+    return out if len(out) == ndim else None
+
+
+def torch_layouts(module: Any) -> dict[str, tuple[str, Layout]]:
+    """`{state_dict key: (family, layout)}` of the weights of a PyTorch module's layers
+    whose type says their layout: `nn.Linear` and `nn.ConvNd` `(out, in, *kernel)`,
+    `nn.ConvTransposeNd` `(in, out, *kernel)`, and the transformers library's `Conv1D`
+    (GPT-2's projections) `(in, out)`."""
+    conv = sys.modules["torch.nn.modules.conv"]
+    linear = sys.modules["torch.nn"].Linear
+    out: dict[str, tuple[str, Layout]] = {}
+    for name, sub in module.named_modules():
+        if isinstance(sub, conv._ConvTransposeNd):
+            family, layout = "transposed", LAYOUTS["torch"]["transposed"]
+        elif isinstance(sub, linear | conv._ConvNd):
+            family, layout = "dense", LAYOUTS["torch"]["dense"]
+        elif type(sub).__name__ == "Conv1D" and type(sub).__module__.startswith("transformers"):
+            family, layout = "dense", Layout("io")
+        else:
+            continue
+        out[f"{name}.weight" if name else "weight"] = family, layout
+    return out
+
+
+def is_torch_module(value: Any) -> bool:
+    """Is `value` a PyTorch `nn.Module` (a transformers model included)?"""
+    return isinstance(value, _attr("torch.nn", "Module"))
 
 
 def is_rng_state(box: Any) -> bool:
@@ -204,14 +279,26 @@ def is_tensor(value: Any) -> bool:
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A host numpy array of `value`: a numpy or JAX array, or a PyTorch tensor."""
-    if type(value).__module__.startswith("torch"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+    """A host numpy array of `value`: a numpy or JAX array, or a PyTorch tensor. A tensor
+    of a dtype numpy lacks (`bfloat16`, the `float8`s) is read as its bits and viewed as
+    the `ml_dtypes` type JAX uses, never through a float32 copy."""
+    if not type(value).__module__.startswith("torch"):
+        return np.asarray(value)
+    value = value.detach().cpu()
+    dtype = _torch_dtype(value)
+    if dtype.kind != "V" and dtype.type.__module__ == "numpy":
+        return value.numpy()
+    torch = sys.modules["torch"]
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    return value.view(bits).numpy().view(dtype)
+
+
+def _torch_dtype(value: Any) -> np.dtype:
+    return jnp.dtype(str(value.dtype).removeprefix("torch."))
 
 
 def meta_of(value: Any) -> tuple[tuple[int, ...], np.dtype]:
     """`(shape, dtype)` of an array or PyTorch tensor, without copying it."""
     if type(value).__module__.startswith("torch"):
-        return tuple(value.shape), jnp.dtype(str(value.dtype).removeprefix("torch."))
+        return tuple(value.shape), _torch_dtype(value)
     return tuple(value.shape), jnp.dtype(value.dtype)

@@ -1,0 +1,185 @@
+"""Checkpoints converted by the destination layer's declared type, never silently wrong:
+transposed convolutions (Equinox, both NNX `transpose_kernel` settings), square weights,
+layers whose convention is not known (NNX `LinearGeneral`), ties given by two keys,
+`rename` rules and the fixes errors suggest. The decoder's numbers come from real PyTorch
+(tests/fixtures/make_torch_fixtures.py); tests/test_load_torch.py runs the same live."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from load_models import FIXTURES, close, io
+
+import treewalk as tw
+
+DECODER = FIXTURES / "torch_decoder.safetensors"
+
+
+class EqxDecoder(eqx.Module):
+    up1: eqx.nn.ConvTranspose2d
+    up2: eqx.nn.ConvTranspose2d
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.up1 = eqx.nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, key=k1)
+        self.up2 = eqx.nn.ConvTranspose2d(4, 2, 2, stride=2, key=k2)
+
+    def __call__(self, x):  # x: (4, H, W)
+        return self.up2(jax.nn.relu(self.up1(x)))
+
+
+class NnxDecoder(nnx.Module):
+    def __init__(self, transpose_kernel, rngs):
+        # PyTorch's padding p with output_padding q is lax's (k - 1 - p, k - 1 - p + q).
+        self.up1 = nnx.ConvTranspose(
+            4,
+            4,
+            (3, 3),
+            strides=(2, 2),
+            padding=((1, 2), (1, 2)),
+            transpose_kernel=transpose_kernel,
+            rngs=rngs,
+        )
+        self.up2 = nnx.ConvTranspose(
+            4,
+            2,
+            (2, 2),
+            strides=(2, 2),
+            padding=((1, 1), (1, 1)),
+            transpose_kernel=transpose_kernel,
+            rngs=rngs,
+        )
+
+    def __call__(self, x):  # x: (N, 4, H, W) as PyTorch's, computed NHWC
+        h = self.up2(jax.nn.relu(self.up1(jnp.transpose(x, (0, 2, 3, 1)))))
+        return jnp.transpose(h, (0, 3, 1, 2))
+
+
+def decoders():
+    return {
+        "equinox": (EqxDecoder(jax.random.key(0)), lambda m, x: jax.vmap(m)(x)),
+        "nnx": (NnxDecoder(False, nnx.Rngs(0)), lambda m, x: m(x)),
+        "nnx, transpose_kernel": (NnxDecoder(True, nnx.Rngs(0)), lambda m, x: m(x)),
+    }
+
+
+@pytest.mark.parametrize("name", list(decoders()))
+def test_transposed_convolutions_load_from_pytorch_and_export_back(name):
+    x, y = io("decoder")
+    model, apply = decoders()[name]
+    loaded = tw.load(model, DECODER, convention="torch")
+    close(apply(loaded, x), y)
+    # Exported, it is PyTorch's state_dict again; loaded back, the same model.
+    from safetensors.numpy import load_file
+
+    exported = tw.export(loaded, convention="torch")
+    for key, array in load_file(str(DECODER)).items():
+        np.testing.assert_allclose(exported[key], array, rtol=0, atol=0)
+    close(apply(tw.load(model, exported, convention="torch"), x), y)
+
+
+def test_a_pytree_source_converts_between_transposed_layouts():
+    x, y = io("decoder")
+    eqx_model = tw.load(EqxDecoder(jax.random.key(0)), DECODER, convention="torch")
+    for tk in (False, True):
+        nnx_model = tw.load(NnxDecoder(tk, nnx.Rngs(1)), eqx_model)  # declared by its types
+        close(nnx_model(x), y)
+
+
+def test_a_file_in_flax_convention_holds_nnxs_default_transposed_layout():
+    x, y = io("decoder")
+    for source_tk in (False, True):
+        model = tw.load(NnxDecoder(source_tk, nnx.Rngs(0)), DECODER, convention="torch")
+        flax_file = tw.export(model, convention="flax")
+        for tk in (False, True):
+            close(tw.load(NnxDecoder(tk, nnx.Rngs(3)), flax_file, convention="flax")(x), y)
+
+
+def test_square_weights_need_the_sources_convention():
+    w = np.arange(9.0, dtype=np.float32).reshape(3, 3)
+    sd = {"kernel": w, "bias": np.zeros(3, np.float32)}
+    with pytest.raises(tw.LoadError, match=r"(?s)undecided.*'kernel'.*convention="):
+        tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd)
+    loaded = tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, convention="torch")
+    np.testing.assert_array_equal(loaded.kernel[...], w.T)
+    loaded = tw.load(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), sd, convention="flax")
+    np.testing.assert_array_equal(loaded.kernel[...], w)
+    # Non-square: the shape alone fits one way only, and loads with no convention given.
+    sd = {"kernel": np.ones((3, 2), np.float32), "bias": np.zeros(2, np.float32)}
+    assert tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), sd).kernel.shape == (3, 2)
+
+
+class WithGeneral(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.LinearGeneral(4, 4, rngs=rngs)
+
+
+def test_an_nnx_layer_of_unknown_convention_is_refused_not_converted_by_its_name():
+    sd = {"proj.kernel": np.eye(4, dtype=np.float32)[::-1].copy(), "proj.bias": np.zeros(4)}
+    with pytest.raises(
+        tw.LoadError, match=r"(?s)LinearGeneral.*layouts=\{'\^proj/kernel\$': 'as-is'\}"
+    ):
+        tw.load(WithGeneral(nnx.Rngs(0)), sd, convention="torch")
+    loaded = tw.load(
+        WithGeneral(nnx.Rngs(0)), sd, convention="torch", layouts={"^proj/kernel$": "as-is"}
+    )
+    np.testing.assert_array_equal(loaded.proj.kernel[...], sd["proj.kernel"])
+    # The PyTorch name of its weight is not guessed either.
+    with pytest.raises(tw.LoadError, match="LinearGeneral is not one whose convention is known"):
+        tw.load(WithGeneral(nnx.Rngs(0)), {"proj.weight": sd["proj.kernel"]}, convention="torch")
+
+
+def test_layouts_say_how_a_file_lays_out_its_weights():
+    # A transformers Conv1D stores (in, out): a Linear's weight the other way round.
+    w = np.arange(6.0, dtype=np.float32).reshape(3, 2)  # (in, out)
+    sd = {"fc.weight": w, "fc.bias": np.zeros(2, np.float32)}
+    model = {"fc": eqx.nn.Linear(3, 2, key=jax.random.key(0))}
+    with pytest.raises(tw.LoadError, match=r"looks laid out the other way round.*layouts="):
+        tw.load(model, sd, convention="torch")
+    loaded = tw.load(model, sd, convention="torch", layouts={r"fc/weight$": "io"})
+    np.testing.assert_array_equal(loaded["fc"].weight, w.T)
+    with pytest.raises(tw.ArgumentError, match="names each axis"):
+        tw.load(model, sd, convention="torch", layouts={"fc": "xy"})
+
+
+def test_a_tie_given_two_different_tensors_is_refused_and_equal_ones_load_once():
+    w = jnp.zeros((2, 2))
+    tied = {"embed": w, "head": w}
+    a, b = np.ones((2, 2), np.float32), np.full((2, 2), 2.0, np.float32)
+    with pytest.raises(tw.LoadError, match=r"'embed'.*'head'.*different values"):
+        tw.load(tied, {"embed": a, "head": b})
+    out = tw.load(tied, {"embed": a, "head": a.copy()})
+    assert out["embed"] is out["head"]
+    np.testing.assert_array_equal(out["head"], a)
+    plan = tw.load_plan(tied, {"embed": a, "head": b})
+    assert [s.status for s in plan.steps] == ["load", "tied"]
+
+
+def test_rename_takes_rules_and_callables_and_none_skips():
+    sd = {
+        "model.fc.weight": np.ones((2, 3)),
+        "model.fc.bias": np.zeros(2),
+        "model.aux": np.ones(1),
+    }
+    model = {"fc": eqx.nn.Linear(3, 2, key=jax.random.key(0))}
+    rules = [(r"^model/", ""), (r"^aux$", None), lambda k: k.replace("fc/", "fc/")]
+    loaded = tw.load(model, sd, convention="torch", rename=rules)
+    np.testing.assert_array_equal(loaded["fc"].weight, 1.0)
+    plan = tw.load_plan(model, sd, convention="torch", rename=rules)
+    assert [s.status for s in plan.steps].count("skip") == 1
+
+
+def test_errors_suggest_the_rename_rule_and_show_renames_only_when_given():
+    sd = {"model.fc.weight": np.ones((2, 3)), "model.fc.bias": np.zeros(2)}
+    model = {"fc": eqx.nn.Linear(3, 2, key=jax.random.key(0))}
+    with pytest.raises(tw.LoadError) as e:
+        tw.load(model, sd, convention="torch")
+    msg = str(e.value)
+    assert "rename=[('^model/', '')]" in msg and "(renamed" not in msg
+    tw.load(model, sd, convention="torch", rename=[("^model/", "")])  # the rule works
+    sd = {"dense.weight": np.ones((2, 3)), "dense.bias": np.zeros(2)}
+    with pytest.raises(tw.LoadError, match=r"rename=\[\('\(\?:\^\|\(\?<=/\)\)dense/', 'fc/'\)\]"):
+        tw.load(model, sd, convention="torch")
+    tw.load(model, sd, convention="torch", rename=[("(?:^|(?<=/))dense/", "fc/")])
