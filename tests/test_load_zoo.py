@@ -32,25 +32,19 @@ class EqxDecoder(eqx.Module):
 
 class NnxDecoder(nnx.Module):
     def __init__(self, transpose_kernel, rngs):
+        def up(c_in, c_out, k, pad):
+            return nnx.ConvTranspose(
+                c_in,
+                c_out,
+                (k, k),
+                strides=(2, 2),
+                padding=(pad, pad),
+                transpose_kernel=transpose_kernel,
+                rngs=rngs,
+            )
+
         # PyTorch's padding p with output_padding q is lax's (k - 1 - p, k - 1 - p + q).
-        self.up1 = nnx.ConvTranspose(
-            4,
-            4,
-            (3, 3),
-            strides=(2, 2),
-            padding=((1, 2), (1, 2)),
-            transpose_kernel=transpose_kernel,
-            rngs=rngs,
-        )
-        self.up2 = nnx.ConvTranspose(
-            4,
-            2,
-            (2, 2),
-            strides=(2, 2),
-            padding=((1, 1), (1, 1)),
-            transpose_kernel=transpose_kernel,
-            rngs=rngs,
-        )
+        self.up1, self.up2 = up(4, 4, 3, (1, 2)), up(4, 2, 2, (1, 1))
 
     def __call__(self, x):  # x: (N, 4, H, W) as PyTorch's, computed NHWC
         h = self.up2(jax.nn.relu(self.up1(jnp.transpose(x, (0, 2, 3, 1)))))
@@ -159,16 +153,20 @@ def test_a_tie_given_two_different_tensors_is_refused_and_equal_ones_load_once()
 
 def test_rename_takes_rules_and_callables_and_none_skips():
     sd = {
-        "model.fc.weight": np.ones((2, 3)),
-        "model.fc.bias": np.zeros(2),
+        "model.lin.weight": np.ones((2, 3)),
+        "model.lin.bias": np.zeros(2),
         "model.aux": np.ones(1),
     }
     model = {"fc": eqx.nn.Linear(3, 2, key=jax.random.key(0))}
-    rules = [(r"^model/", ""), (r"^aux$", None), lambda k: k.replace("fc/", "fc/")]
+    # Each rule is needed: without the callable lin/ is not fc/, without None aux is unused.
+    rules = [(r"^model/", ""), (r"^aux$", None), lambda k: k.replace("lin/", "fc/")]
     loaded = tw.load(model, sd, convention="torch", rename=rules)
     np.testing.assert_array_equal(loaded["fc"].weight, 1.0)
     plan = tw.load_plan(model, sd, convention="torch", rename=rules)
     assert [s.status for s in plan.steps].count("skip") == 1
+    for partial in (rules[:2], rules[::2]):
+        with pytest.raises(tw.LoadError):
+            tw.load(model, sd, convention="torch", rename=partial)
 
 
 def test_errors_suggest_the_rename_rule_and_show_renames_only_when_given():
