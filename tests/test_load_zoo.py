@@ -105,24 +105,47 @@ def test_square_weights_need_the_sources_convention():
     assert tw.load(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), sd).kernel.shape == (3, 2)
 
 
-class WithGeneral(nnx.Module):
+class WithEinsum(nnx.Module):
     def __init__(self, rngs):
-        self.proj = nnx.LinearGeneral(4, 4, rngs=rngs)
+        self.proj = nnx.Einsum("ab,bc->ac", (4, 4), (4,), rngs=rngs)
 
 
 def test_an_nnx_layer_of_unknown_convention_is_refused_not_converted_by_its_name():
     sd = {"proj.kernel": np.eye(4, dtype=np.float32)[::-1].copy(), "proj.bias": np.zeros(4)}
     with pytest.raises(
-        tw.LoadError, match=r"(?s)LinearGeneral.*layouts=\{'\^proj/kernel\$': 'as-is'\}"
+        tw.LoadError, match=r"(?s)Einsum.*layouts=\{'\^proj/kernel\$': 'as-is'\}"
     ):
-        tw.load(WithGeneral(nnx.Rngs(0)), sd, convention="torch")
+        tw.load(WithEinsum(nnx.Rngs(0)), sd, convention="torch")
     loaded = tw.load(
-        WithGeneral(nnx.Rngs(0)), sd, convention="torch", layouts={"^proj/kernel$": "as-is"}
+        WithEinsum(nnx.Rngs(0)), sd, convention="torch", layouts={"^proj/kernel$": "as-is"}
     )
     np.testing.assert_array_equal(loaded.proj.kernel[...], sd["proj.kernel"])
     # The PyTorch name of its weight is not guessed either.
-    with pytest.raises(tw.LoadError, match="LinearGeneral is not one whose convention is known"):
-        tw.load(WithGeneral(nnx.Rngs(0)), {"proj.weight": sd["proj.kernel"]}, convention="torch")
+    with pytest.raises(tw.LoadError, match="Einsum is not one whose convention is known"):
+        tw.load(WithEinsum(nnx.Rngs(0)), {"proj.weight": sd["proj.kernel"]}, convention="torch")
+
+
+class WithGeneral(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.LinearGeneral(4, (2, 2), rngs=rngs)
+
+
+def test_an_nnx_linear_general_is_the_matrix_its_features_declare():
+    # Square: torch (out=4, in=4) -> (in, out) -> (in, 2, 2), C order; never as it is.
+    w = np.arange(16.0, dtype=np.float32).reshape(4, 4)
+    sd = {"proj.weight": w, "proj.bias": np.arange(4.0, dtype=np.float32)}
+    loaded = tw.load(WithGeneral(nnx.Rngs(0)), sd, convention="torch")
+    np.testing.assert_array_equal(loaded.proj.kernel[...], w.T.reshape(4, 2, 2))
+    np.testing.assert_array_equal(loaded.proj.bias[...], sd["proj.bias"].reshape(2, 2))
+    x = np.arange(8.0, dtype=np.float32).reshape(2, 4)
+    out = np.asarray(loaded.proj(x)).reshape(2, 4)
+    np.testing.assert_allclose(out, x @ w.T + sd["proj.bias"], rtol=1e-6)
+    back = tw.export(loaded, convention="torch")
+    np.testing.assert_array_equal(back["proj.weight"], w)
+    np.testing.assert_array_equal(back["proj.bias"], sd["proj.bias"])
+    # From the pytree itself, NNX to NNX and NNX to Equinox (a plain matrix).
+    again = tw.load(WithGeneral(nnx.Rngs(1)), loaded)
+    np.testing.assert_array_equal(again.proj.kernel[...], loaded.proj.kernel[...])
 
 
 def test_layouts_say_how_a_file_lays_out_its_weights():

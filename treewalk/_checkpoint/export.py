@@ -8,9 +8,10 @@ import numpy as np
 
 from .._core.errors import ArgumentError
 from .._core.types import PyTree
-from .._frameworks.checkpoint import KEY_SEPARATOR, LAYOUTS, VECTOR_ROLES, conversion
-from .leaves import check_convention, model_leaves
-from .plan import Rename, renamer_of
+from .._frameworks.checkpoint import KEY_SEPARATOR, LAYOUTS, VECTOR_ROLES, Layout, conversion
+from .._frameworks.composite import Rows
+from .leaves import Leaf, check_convention, model_leaves
+from .plan import Layouts, Rename, layouts_of, renamer_of, rows
 from .sources import normalise
 
 
@@ -19,6 +20,7 @@ def export(
     *,
     convention: str = "torch",
     rename: Rename = None,
+    layouts: Layouts = None,
     into: str | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of `tree` as a flat `{key: numpy array}` in the checkpoint convention
@@ -39,6 +41,9 @@ def export(
       `"equinox"`, `"flax"`, `"haiku"`.
     - `rename`: `(regex, replacement)` pairs (or a callable, `None` drops the key) applied
       to each key written with `/` before it is joined, e.g. `[(r"^layers/", "")]`.
+    - `layouts`: `{regex: layout}`, as for `tw.load`: the weights whose keys (written with
+      `/`, after `rename`) the regex finds are written in that layout (`"io"` for a
+      transformers `Conv1D`), or `"as-is"`, unconverted.
     - `into`: the tree's own convention when it cannot be told (a plain dict named like
       linen or Haiku params).
 
@@ -69,38 +74,76 @@ def export(
     check_convention(convention, "convention", optional=False)
     check_convention(into, "into")
     framework, leaves = model_leaves(tree, into)
-    renamer = renamer_of(rename)
+    renamer, layout_of = renamer_of(rename), layouts_of(layouts)
     sep = KEY_SEPARATOR[convention]
-    out: dict[str, np.ndarray] = {}
-    source: dict[str, str] = {}
+    parts: dict[str, list[tuple[Rows | None, np.ndarray, str]]] = {}
     for leaf in leaves:
+        if leaf.after_load is not None:
+            continue  # a BatchNorm's flag or counter: no checkpoint holds it
         if isinstance(leaf.node, jax.ShapeDtypeStruct):
             raise ArgumentError(
                 f"tw.export: the array at {leaf.name!r} is abstract ({type(leaf.node).__name__}) "
                 "and has no values; load or materialise the model first."
             )
-        name = leaf.name_in(convention) or leaf.name
-        key = renamer(normalise(name) if sep == "." else name)
-        if key is None:
-            continue
-        if sep == ".":
-            key = key.replace("/", ".")
-        if key in out:
-            raise ArgumentError(
-                f"tw.export: {leaf.name!r} and {source[key]!r} both become the key {key!r}; "
-                "pass rename= to tell them apart."
+        # A sum of source arrays is written as its first and zeros (two biases of an RNN).
+        for j, term in enumerate(leaf.written_as(convention)):
+            key = renamer(normalise(term.name) if sep == "." else term.name)
+            if key is None:
+                continue
+            value = rows(_converted(leaf, convention, layout_of(normalise(key))), term.put)
+            if sep == ".":
+                key = key.replace("/", ".")
+            parts.setdefault(key, []).append(
+                (term.take, value if j == 0 else np.zeros_like(value), leaf.name)
             )
-        array = np.asarray(leaf.node)
-        decided = None
-        if leaf.layout is not None and array.ndim >= 2:
-            decided = conversion(leaf.layout, LAYOUTS[convention][leaf.family], array.ndim)
-        if decided is not None:
-            perm, flip = decided
-            array = array if perm is None else array.transpose(perm)
-            array = np.flip(array, flip) if flip else array
-        elif leaf.role in VECTOR_ROLES and leaf.framework != convention and array.ndim > 1:
-            if sum(d != 1 for d in array.shape) <= 1:
-                array = array.reshape(-1)
-        out[key] = np.array(array, order="C", copy=True)
-        source[key] = leaf.name
-    return out
+    return {key: _joined(key, p) for key, p in parts.items()}
+
+
+def _converted(leaf: Leaf, convention: str, override: str | None) -> np.ndarray:
+    """The array of `leaf` laid out as `convention` lays it out, or as `override`
+    (`layouts=`) says."""
+    array = np.asarray(leaf.node)
+    if override == "as-is":
+        return array
+    if leaf.matrix is not None:
+        array = array.reshape(leaf.matrix)
+    if leaf.scale != 1.0:
+        array = array / np.asarray(leaf.scale, array.dtype)
+    decided = None
+    if leaf.layout is not None and array.ndim >= 2:
+        target = LAYOUTS[convention][leaf.family] if override is None else Layout(override)
+        decided = conversion(leaf.layout, target, array.ndim)
+    if decided is not None:
+        perm, flip = decided
+        array = array if perm is None else array.transpose(perm)
+        return np.flip(array, flip) if flip else array
+    if leaf.role in VECTOR_ROLES and leaf.framework != convention and array.ndim > 1:
+        if leaf.flat or sum(d != 1 for d in array.shape) <= 1:
+            return array.reshape(-1)
+    return array
+
+
+def _joined(key: str, parts: list[tuple[Rows | None, np.ndarray, str]]) -> np.ndarray:
+    """The array of `key` from its parts: one whole array, or bands of rows that tile it
+    (PyTorch's packed `in_proj_weight`), as a C-contiguous copy."""
+    if len(parts) == 1 and parts[0][0] is None:
+        return np.array(parts[0][1], order="C", copy=True)
+    bands = sorted(parts, key=lambda p: (p[0] or (0, 0, 1))[0] / (p[0] or (0, 0, 1))[2])
+    end = 0.0
+    for band, _, _ in bands:
+        a, b, n = band or (0, 1, 1)
+        if band is None or a / n != end:
+            names = ", ".join(repr(p[2]) for p in parts)
+            raise ArgumentError(
+                f"tw.export: {names} do not make up the key {key!r} (two arrays under one "
+                "key, or a part missing: an attention layer whose query, key and value "
+                "projections do not all have a bias); pass rename= to tell them apart."
+            )
+        end = b / n
+    if end != 1.0:
+        raise ArgumentError(
+            f"tw.export: the key {key!r} is made of the rows of "
+            f"{', '.join(repr(p[2]) for p in parts)}, which do not fill it; give every "
+            "projection of the layer the same options (bias or not)."
+        )
+    return np.ascontiguousarray(np.concatenate([p[1] for p in bands]))

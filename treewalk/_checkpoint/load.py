@@ -179,6 +179,7 @@ def load(
         return tree
     new = _read(p, todo, mesh)
     _check_ties(p, new)
+    _set_after_load(p, new)
     _left_out(p)
     return replace(tree, arrays, lambda path, node, key: new.get(keystr(path), node), strict=False)
 
@@ -205,12 +206,21 @@ def _left_out(p: LoadPlan) -> None:
     )
 
 
+def _set_after_load(p: LoadPlan, new: dict[str, Any]) -> None:
+    """Set the flags and counters of the layers whose statistics were loaded (an
+    `eqx.nn.State`'s BatchNorm: inference then uses the statistics as they are)."""
+    loaded = {s.leaf.segments[:-1] for s in p.steps if s.status == "load" and s.leaf is not None}
+    for leaf in p.after_load:
+        if leaf.segments[:-1] in loaded:
+            new[leaf.key] = jax.numpy.full(leaf.node.shape, leaf.after_load, leaf.node.dtype)
+
+
 def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
     """A tied destination array given by two source keys: the second must hold what the
     first does (safetensors ties store one tensor; a state_dict lists both)."""
     for tied, loaded in tied_to(p):
         assert tied.key is not None and loaded.leaf is not None and loaded.key is not None
-        other = tied.convert(p.source.read(tied.key))
+        other = tied.build(p.source.read)
         first = np.asarray(new[loaded.leaf.key])
         if other.shape != first.shape or not np.array_equal(other.astype(first.dtype), first):
             raise _error(
@@ -244,7 +254,7 @@ def _read(p: LoadPlan, todo: dict[str, Step], mesh: Any) -> dict[str, Any]:
         leaf, key = step.leaf, step.key
         assert leaf is not None and key is not None
         if isinstance(leaf.node, np.ndarray):  # a numpy leaf stays numpy (keeps float64)
-            out[name] = _own(src, step.convert(src.read(key)))
+            out[name] = _own(src, step.build(src.read))
             continue
         sharding = _sharding(leaf.node, leaf.box, mesh)
         if sharding is not None and len(sharding.device_set) > 1:
@@ -254,7 +264,7 @@ def _read(p: LoadPlan, todo: dict[str, Step], mesh: Any) -> dict[str, Any]:
             flush()
             where, size = sharding, 0
         # On the CPU `device_put` may alias a numpy array: only ever hand it our own.
-        array = _own(src, step.convert(src.read(key)))
+        array = _own(src, step.build(src.read))
         batch.append((name, array))
         size += array.nbytes
     flush()
@@ -265,8 +275,8 @@ def _sharded(src: Source, step: Step, sharding: Sharding) -> jax.Array:
     """The array for `step` in `sharding`, each device given (and read) only its shard."""
     assert step.leaf is not None and step.key is not None
     node, key = step.leaf.node, step.key
-    if step.reshape or step.flip:
-        whole = step.convert(src.read(key))
+    if step.reshape or step.flip or step.composite:
+        whole = step.build(src.read)
         return jax.make_array_from_callback(node.shape, sharding, lambda i: _own(src, whole[i]))
     perm = step.perm
 

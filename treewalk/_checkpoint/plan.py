@@ -14,6 +14,7 @@ import numpy as np
 
 from .._core.errors import ArgumentError, CallbackError, PatternError
 from .._frameworks.checkpoint import CONVENTIONS, LAYOUTS, Layout, conversion, source_only
+from .._frameworks.composite import Rows, Term
 from .leaves import Leaf, check_convention, flatten_source, model_leaves, vector_reshape
 from .sources import Source, normalise, open_source, staging
 
@@ -38,7 +39,9 @@ class Step:
     __slots__ = (
         "leaf",
         "key",
+        "terms",
         "renamed",
+        "rows0",
         "shape",
         "dtype",
         "perm",
@@ -51,7 +54,11 @@ class Step:
 
     leaf: Leaf | None
     key: str | None
+    #: The source arrays summed into the destination: `(key, Term)` (rows taken, put).
+    terms: list[tuple[str, Term]]
     renamed: str | None
+    #: The length of each source array's axis 0, for `sources()`.
+    rows0: dict[str, int]
     shape: tuple[int, ...]
     dtype: Any
     perm: tuple[int, ...] | None
@@ -63,7 +70,9 @@ class Step:
 
     def __init__(self, leaf: Leaf | None, key: str | None, status: str, why: str = "") -> None:
         self.leaf, self.key, self.status, self.why = leaf, key, status, why
+        self.terms = [] if key is None else [(key, Term(key))]
         self.renamed = None
+        self.rows0 = {}
         self.shape = ()
         self.dtype = None
         self.perm = None
@@ -95,6 +104,38 @@ class Step:
             out.append(f"cast {self.dtype}->{self.leaf.node.dtype}")
         return ", ".join(out)
 
+    @property
+    def composite(self) -> bool:
+        """Is the destination made of part of a source array, or of several?"""
+        return len(self.terms) > 1 or any(t.take or t.put for _, t in self.terms)
+
+    def sources(self) -> str:
+        """The source keys, with the rows taken of each (`attn.in_proj_weight[16:32]`)."""
+        return " + ".join(key + _rows_text(term.take, n) for (key, term), n in self.lengths())
+
+    def lengths(self) -> list[tuple[tuple[str, Term], int]]:
+        """Each term with the length of its source array's axis 0 (0: unknown)."""
+        return [(kt, self.rows0.get(kt[0], 0)) for kt in self.terms]
+
+    def build(self, read: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The destination array, made from the source arrays `read` gives."""
+        assert self.leaf is not None
+        if not self.composite:
+            return self.convert(read(self.terms[0][0]))
+        if len(self.terms) == 1 and self.terms[0][1].put is None:
+            key, term = self.terms[0]
+            return self.convert(rows(read(key), term.take))
+        out = np.zeros(self.leaf.node.shape, self.leaf.node.dtype)
+        for key, term in self.terms:
+            region = out if term.put is None else out[_band(out.shape[0], term.put)]
+            part = self._orient(rows(read(key), term.take))
+            region += part.reshape(region.shape).astype(out.dtype)
+        return out
+
+    def _orient(self, array: np.ndarray) -> np.ndarray:
+        out = array if self.perm is None else array.transpose(self.perm)
+        return np.flip(out, self.flip) if self.flip else out
+
     def convert(self, array: np.ndarray) -> np.ndarray:
         """The source array, converted to what the destination holds (C order)."""
         assert self.leaf is not None
@@ -113,7 +154,27 @@ class Step:
 
     def cells(self) -> list[str]:
         conversion = self.why if self.status == "tied" else self.conversion()
-        return [self.destination, self.key or "", conversion, self.status]
+        return [self.destination, self.sources() if self.key else "", conversion, self.status]
+
+
+def _band(length: int, band: Rows) -> slice:
+    """The rows `band` `(a, b, n)` of an axis of `length`."""
+    a, b, n = band
+    return slice(length * a // n, length * b // n)
+
+
+def rows(array: np.ndarray, band: Rows | None) -> np.ndarray:
+    """The rows `band` of `array`'s axis 0 (all when `None`)."""
+    return array if band is None else array[_band(array.shape[0], band)]
+
+
+def _rows_text(band: Rows | None, length: int) -> str:
+    if band is None:
+        return ""
+    if not length:
+        return f"[{band[0]}/{band[2]}:{band[1]}/{band[2]}]"
+    part = _band(length, band)
+    return f"[{part.start}:{part.stop}]"
 
 
 class LoadPlan:
@@ -134,6 +195,8 @@ class LoadPlan:
     source: Source
     #: Was `convention` passed (or told by a pytree source), not taken from the destination?
     convention_given: bool
+    #: Arrays no source holds that loading sets (an `eqx.nn.State`'s BatchNorm flags).
+    after_load: list[Leaf]
 
     def __init__(
         self, steps: list[Step], convention: str | None, framework: str | None, source: Source
@@ -141,6 +204,7 @@ class LoadPlan:
         self.steps, self.convention, self.framework = steps, convention, framework
         self.source = source
         self.convention_given = True
+        self.after_load = []
 
     def problems(self, strict: bool = True) -> list[Step]:
         """The rows that stop `tw.load(..., strict=strict)`."""
@@ -370,45 +434,56 @@ def plan(
     framework, leaves = model_leaves(tree, into)
     given = (convention or src.convention) is not None
     convention = convention or src.convention or framework
-    aliases: dict[str, int] = {}
-    for i, leaf in enumerate(leaves):
-        aliases.setdefault(normalise(leaf.name), i)
-    for i, leaf in enumerate(leaves):
-        alias = leaf.name_in(convention)
-        if alias is not None:
-            aliases.setdefault(normalise(alias), i)
     renamer, layout_of = renamer_of(rename), layouts_of(layouts)
-    found: dict[int, list[tuple[str, str]]] = {}
+    by_name: dict[str, list[str]] = {}  # a source key, renamed and written with "/": keys
     extra: list[Step] = []
     for key in src.keys():
         renamed = renamer(normalise(key))
-        if renamed is not None:
-            renamed = normalise(renamed)
-        i = None if renamed is None else aliases.get(renamed)
-        if i is not None:
-            found.setdefault(i, []).append((key, renamed or key))
+        if renamed is None or source_only(convention, normalise(key).rsplit("/", 1)[-1]):
+            extra.append(Step(None, key, "skip"))
             continue
-        skipped = renamed is None or source_only(convention, normalise(key).rsplit("/", 1)[-1])
-        step = Step(None, key, "skip" if skipped else "unused")
-        step.renamed = renamed if rename is not None else None
-        extra.append(step)
+        by_name.setdefault(normalise(renamed), []).append(key)
+    loadable = [leaf for leaf in leaves if leaf.after_load is None]
+    own = {leaf.name for leaf in loadable}
+    used: set[str] = set()
     steps = []
-    for i, leaf in enumerate(leaves):
-        hits = found.get(i)
-        if not hits:
-            steps.append(Step(leaf, None, "missing", leaf.name_in(convention) or leaf.name))
+    for leaf in loadable:
+        # The leaf's own name, then its convention's names: those that are another
+        # destination's own name are that one's.
+        options = [
+            r
+            for j, r in enumerate(leaf.recipes(convention))
+            if j == 0 or not any(t.name in own for t in r)
+        ]
+        found = [r for r in options if all(t.name in by_name for t in r)]
+        if not found:
+            looked = options[1] if len(options) > 1 else options[0]
+            steps.append(Step(leaf, None, "missing", " + ".join(t.name for t in looked)))
             continue
-        if len(hits) > 1:
-            why = f"also from {', '.join(repr(k) for k, _ in hits[1:])}"
-            steps.append(Step(leaf, hits[0][0], "twice", why))
+        keys = [[k for t in r for k in by_name[t.name]] for r in found]
+        used.update(k for ks in keys for k in ks)
+        if len(found) > 1 or len(keys[0]) > len(found[0]):
+            others = [k for ks in keys for k in ks][1:]
+            steps.append(
+                Step(leaf, keys[0][0], "twice", f"also from {', '.join(map(repr, others))}")
+            )
             continue
-        key, renamed = hits[0]
-        step = _step(leaf, key, src, convention, given, layout_of(normalise(key)))
-        step.renamed = renamed if rename is not None else None
+        terms = [(by_name[t.name][0], t) for t in found[0]]
+        step = _step(leaf, terms, src, convention, given, layout_of(normalise(terms[0][0])))
+        step.renamed = found[0][0].name if rename is not None else None
         steps.append(step)
+    for name, keys in by_name.items():
+        for key in keys:
+            if key not in used:
+                step = Step(None, key, "unused")
+                step.renamed = name if rename is not None else None
+                extra.append(step)
+    order = {k: j for j, k in enumerate(src.keys())}
+    extra.sort(key=lambda s: order.get(s.key or "", -1))
     _ties(steps)
     out = LoadPlan(steps + extra, convention, framework, src)
     out.convention_given = given
+    out.after_load = [leaf for leaf in leaves if leaf.after_load is not None]
     return out
 
 
@@ -419,7 +494,9 @@ def _ties(steps: list[Step]) -> None:
     and `tw.load` checks that both keys hold the same values."""
     loading: dict[int, Step] = {}
     for s in steps:
-        if s.leaf is None or not isinstance(s.leaf.node, jax.Array | np.ndarray):
+        if s.leaf is None or not (
+            s.leaf.shared or isinstance(s.leaf.node, jax.Array | np.ndarray)
+        ):
             continue
         first = loading.get(id(s.leaf.node))
         if first is None:
@@ -445,44 +522,85 @@ def tied_to(p: LoadPlan) -> list[tuple[Step, Step]]:
 
 
 def _step(
-    leaf: Leaf, key: str, src: Source, convention: str | None, given: bool, override: str | None
+    leaf: Leaf,
+    terms: list[tuple[str, Term]],
+    src: Source,
+    convention: str | None,
+    given: bool,
+    override: str | None,
 ) -> Step:
+    key = terms[0][0]
     step = Step(leaf, key, "load")
-    shape, dtype = src.meta(key)
-    step.shape, step.dtype = shape, dtype
+    step.terms = terms
+    metas = [src.meta(k) for k, _ in terms]
+    step.rows0 = {k: shape[0] for (k, _), (shape, _) in zip(terms, metas, strict=True) if shape}
     want, want_dtype = tuple(leaf.node.shape), jnp.dtype(leaf.node.dtype)
-    got = shape
-    decided = _weight_conversion(leaf, src.layouts.get(key), override, convention, given, want)
+    matrix = leaf.matrix or want
+    decided = _weight_conversion(leaf, src.layouts.get(key), override, convention, given, matrix)
     if isinstance(decided, str):
         step.status, step.why = "undecided", decided
         return step
     step.perm, step.flip = decided
-    if step.perm is not None:
-        if len(shape) != len(want):
+    for j, ((k, term), (shape, dtype)) in enumerate(zip(terms, metas, strict=True)):
+        taken, region = _taken(shape, term.take), _taken(want, term.put)
+        if taken is None or region is None:
             step.status = "mismatch"
-            step.why = f"source shape {shape}, destination {want}"
+            step.why = f"the rows of {k!r} taken do not divide its shape {shape}"
             return step
-        got = tuple(shape[p] for p in step.perm)
-    if vector_reshape(leaf, got, want):
-        step.reshape, got = True, want
-    if got != want:
-        step.status = "mismatch"
-        after = f", {got} after transpose{step.perm}" if step.perm else ""
-        step.why = f"source shape {shape}{after}, destination {want}" + _layout_hint(
-            leaf, shape, want
-        )
-        return step
-    if dtype != want_dtype:
-        inexact = jnp.issubdtype(dtype, jnp.inexact)
-        if (inexact and not jnp.issubdtype(want_dtype, jnp.inexact)) or (
-            jnp.issubdtype(dtype, jnp.complexfloating)
-            and not jnp.issubdtype(want_dtype, jnp.complexfloating)
-        ):
-            step.status = "mismatch"
-            step.why = f"source dtype {dtype} does not cast to {want_dtype} without loss"
+        if j == 0:
+            step.shape, step.dtype = taken, dtype
+        why = _shape_problem(step, leaf, taken, region if term.put else matrix, want)
+        if why:
+            step.status, step.why = "mismatch", why
             return step
-        step.cast = True
+        why = _dtype_problem(dtype, want_dtype)
+        if why:
+            step.status, step.why = "mismatch", why
+            return step
+        step.cast = step.cast or dtype != want_dtype
     return step
+
+
+def _taken(shape: tuple[int, ...], band: Rows | None) -> tuple[int, ...] | None:
+    """`shape` after taking the rows `band` of axis 0; `None` when they do not divide it."""
+    if band is None:
+        return shape
+    if not shape or shape[0] * (band[1] - band[0]) % band[2]:
+        return None
+    return (shape[0] * (band[1] - band[0]) // band[2], *shape[1:])
+
+
+def _shape_problem(
+    step: Step, leaf: Leaf, shape: tuple[int, ...], target: tuple[int, ...], want: tuple[int, ...]
+) -> str:
+    """Why a source array of `shape`, converted as `step` says, does not fill `target` (the
+    destination, its rows put, or the matrix it is); `""` when it does (and `step.reshape`
+    says whether a reshape to `want` follows)."""
+    got = shape
+    if step.perm is not None:
+        if len(shape) != len(step.perm):
+            return f"source shape {shape}, destination {want}"
+        got = tuple(shape[p] for p in step.perm)
+    if got == target and target != want and leaf.matrix is not None:
+        step.reshape = True
+        return ""
+    if vector_reshape(leaf, got, target):
+        step.reshape, got = True, target
+    if got == target:
+        return ""
+    after = f", {got} after transpose{step.perm}" if step.perm else ""
+    hint = _layout_hint(leaf, shape, target, step.perm)
+    return f"source shape {shape}{after}, destination {target}{hint}"
+
+
+def _dtype_problem(dtype: Any, want: Any) -> str:
+    inexact = jnp.issubdtype(dtype, jnp.inexact)
+    if (inexact and not jnp.issubdtype(want, jnp.inexact)) or (
+        jnp.issubdtype(dtype, jnp.complexfloating)
+        and not jnp.issubdtype(want, jnp.complexfloating)
+    ):
+        return f"source dtype {dtype} does not cast to {want} without loss"
+    return ""
 
 
 Conversion: TypeAlias = tuple[tuple[int, ...] | None, tuple[int, ...]]
@@ -569,9 +687,13 @@ def _square_check(leaf: Leaf, want: tuple[int, ...]) -> Conversion | str:
     return None, ()
 
 
-def _layout_hint(leaf: Leaf, shape: tuple[int, ...], want: tuple[int, ...]) -> str:
+def _layout_hint(
+    leaf: Leaf, shape: tuple[int, ...], want: tuple[int, ...], perm: tuple[int, ...] | None
+) -> str:
     """A hint when the source fits the destination the other way round."""
-    if len(shape) == 2 and shape[::-1] == want and leaf.layout is not None:
+    if len(shape) != 2 or leaf.layout is None or shape == shape[::-1]:
+        return ""
+    if (shape == want) if perm is not None else (shape[::-1] == want):
         return (
             "; the source looks laid out the other way round already (a transformers "
             "Conv1D stores (in, out)): pass the nn.Module itself, or layouts={regex: 'io'}"

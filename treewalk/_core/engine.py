@@ -219,7 +219,7 @@ class Pass:
                 if f & SHARED:
                     self.met_shared = True
                     if id(y) in done:  # met before: the same output, not visited again
-                        return mode.again(out, y, done[id(y)] if self.rebuild else None)
+                        return mode.again(out, y, done[id(y)] if self.rebuild else None, path)
                 if f & BOX and not mode.boxes_are_nodes:
                     return self.open(path, y, f, par, out)
             return step(y, f, e, par)
@@ -282,8 +282,9 @@ class Mode:
         out.append(y)
         return True
 
-    def again(self, out: Out, y: Any, value: Any) -> bool:
-        """A shared mutable object met before: `value`, its first visit's output."""
+    def again(self, out: Out, y: Any, value: Any, path: Path) -> bool:
+        """A shared mutable object met before, at `path`: `value`, its first visit's
+        output."""
         return out.late(value)
 
 
@@ -434,11 +435,20 @@ class Leaves(Mode):
         *,
         cover: Matcher | None = None,
         negate: bool = False,
+        at_again: Callable[[Path, Any], None] | None = None,
     ) -> None:
         while cover is not None and cover.complement_of is not None:  # `~a`: `a`, negated
             cover, negate = cover.complement_of, not negate
         self.at_leaf, self.at_node, self.cover, self.negate = at_leaf, at_node, cover, negate
         self.top = False if cover is not None else top
+        #: Called with the path and the object each time a shared mutable object is met
+        #: again (checkpoints name a tie at every path it is at).
+        self.at_again = at_again
+
+    def again(self, out: Out, y: Any, value: Any, path: Path) -> bool:
+        if self.at_again is not None:
+            self.at_again(path, y)
+        return out.late(value)
 
     def step(self, p: Pass, out: Out, prefix: Path, outer: Any) -> Step:
         at_leaf, at_node, state, negate = self.at_leaf, self.at_node, out.state, self.negate
@@ -598,6 +608,6 @@ class Record(Mode):
         self.log.add(KEPT, (), y)
         return super().keep(out, y)
 
-    def again(self, out: Out, y: Any, value: Any) -> bool:
+    def again(self, out: Out, y: Any, value: Any, path: Path) -> bool:
         self.log.add(LOG_TIE, (), id(y))
-        return super().again(out, y, value)
+        return super().again(out, y, value, path)

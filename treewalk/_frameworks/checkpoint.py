@@ -58,8 +58,15 @@ NAMES: dict[str, dict[str, dict[str, str]]] = {
     },
     "equinox": {
         "dense": _DENSE_OIK,
-        "norm": {"scale": "weight", "offset": "bias"},
+        # The statistics of a BatchNorm live in `eqx.nn.State`; they go by PyTorch's names.
+        "norm": {
+            "scale": "weight",
+            "offset": "bias",
+            "mean": "running_mean",
+            "var": "running_var",
+        },
         "embed": {"table": "weight"},
+        "rnn": {r: r for r in ("weight_ih", "weight_hh", "bias", "bias_n")},
     },
     "flax": {
         "dense": {"weight": "kernel", "bias": "bias"},
@@ -124,7 +131,9 @@ _TYPED = (
     ("equinox.nn", ("Linear", "Conv"), Typed("equinox", "dense", "dense")),
     ("equinox.nn", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), Typed("equinox", "norm")),
     ("equinox.nn", ("Embedding",), Typed("equinox", "embed")),
+    ("equinox.nn", ("LSTMCell", "GRUCell"), Typed("equinox", "rnn")),
     ("flax.nnx", ("ConvTranspose",), Typed("flax", "dense", "transposed")),
+    ("flax.nnx", ("LinearGeneral",), Typed("flax", "dense", "dense")),
     ("flax.nnx", ("Linear", "Conv"), Typed("flax", "dense", "dense")),
     ("flax.nnx", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), Typed("flax", "norm")),
     ("flax.nnx", ("Embed",), Typed("flax", "embed")),
@@ -177,40 +186,69 @@ def role_in(framework: str, kind: str, name: str) -> str | None:
     return None
 
 
-def classify(
-    framework: str | None, layer: Any, name: Any, siblings: Any
-) -> tuple[str, str, Layout | None, str]:
-    """`(kind, role, layout, family)` of the array `name` of `layer`: `("", "", None, "")`
-    when not known; the layout and family only for a dense layer's weight.
+class Classified(NamedTuple):
+    """What a model array is, for checkpoints (`classify`)."""
+
+    kind: str = ""
+    role: str = ""
+    #: A dense layer's weight: its `Layout` and family (`"dense"`, `"transposed"`).
+    layout: Layout | None = None
+    family: str = ""
+    #: A weight of more than two axes that is one matrix `(in, out)` (NNX `LinearGeneral`:
+    #: `(*in_features, *out_features)`), C order: the shape of that matrix.
+    matrix: tuple[int, ...] | None = None
+    #: A vector that is several axes of its layer's declared shape (`LinearGeneral`'s bias
+    #: `out_features`): reshaped from and to a vector of the same size.
+    flat: bool = False
+
+
+_UNKNOWN = Classified()
+
+
+def classify(framework: str | None, layer: Any, name: Any, siblings: Any) -> Classified:
+    """What the array `name` of `layer` is; `Classified()` when not known.
 
     `layer` is the node holding the array (a module, or a dict for linen/Haiku params),
     `siblings` the names of the arrays next to it. A module's type decides; a linen or
     Haiku params dict (which holds no types) is read by its framework's names.
     """
-    unknown = "", "", None, ""
     if not isinstance(name, str):
-        return unknown
+        return _UNKNOWN
     typed = typed_kind(layer)
     if typed is not None:
         role = role_in(typed.framework, typed.kind, name)
         if not role:
-            return unknown
+            return _UNKNOWN
+        general = _general(layer)
         if role != "weight" or typed.kind != "dense":
-            return typed.kind, role, None, ""
-        return typed.kind, role, _layer_layout(layer, typed), typed.family
+            return Classified(typed.kind, role, flat=general is not None and role == "bias")
+        if general is not None:
+            return Classified(typed.kind, role, Layout("io"), "dense", general)
+        return Classified(typed.kind, role, _layer_layout(layer, typed), typed.family)
     if framework not in ("flax", "haiku") or framework_of_node(layer) is not None:
-        return unknown  # a module of no known type: its names decide nothing
+        return _UNKNOWN  # a module of no known type: its names decide nothing
     if framework == "flax" and name == "bias":
         return (
-            ("dense", "bias", None, "") if "kernel" in siblings else ("norm", "offset", None, "")
+            Classified("dense", "bias") if "kernel" in siblings else Classified("norm", "offset")
         )
     for kind in ("dense", "embed", "norm"):
         role = role_in(framework, kind, name)
         if role == "weight":
-            return kind, role, LAYOUTS[framework]["dense"], "dense"
+            return Classified(kind, role, LAYOUTS[framework]["dense"], "dense")
         if role:
-            return kind, role, None, ""
-    return unknown
+            return Classified(kind, role)
+    return _UNKNOWN
+
+
+def _general(layer: Any) -> tuple[int, ...] | None:
+    """The matrix `(in, out)` an NNX `LinearGeneral`'s kernel is, or `None` for another
+    layer; a `LinearGeneral` with batch axes is no matrix (`(0, 0)`: nothing fits)."""
+    if not isinstance(layer, _attr("flax.nnx", "LinearGeneral")):
+        return None
+    if getattr(layer, "batch_axis", None):
+        return 0, 0
+    ins, outs = layer.in_features, layer.out_features
+    return int(np.prod(ins)), int(np.prod(outs))
 
 
 def _layer_layout(layer: Any, typed: Typed) -> Layout:
