@@ -93,8 +93,10 @@ def load(
     with no rules.
 
     **Conversions**, when `convention` differs from the destination's, for the layers
-    whose convention is known — Linear/Dense, Conv and ConvTranspose 1-3D, LayerNorm,
-    GroupNorm, BatchNorm, RMSNorm, Embedding/Embed: the weight name (`weight`, `kernel`,
+    whose convention is known — Linear/Dense, NNX LinearGeneral, Conv and ConvTranspose
+    1-3D, LayerNorm, GroupNorm, BatchNorm, RMSNorm, Embedding/Embed, PyTorch's
+    MultiheadAttention (packed projections) into Equinox's or NNX's, LSTM/GRU into
+    Equinox cells (summed biases): the weight name (`weight`, `kernel`,
     `w`, `scale`, `embedding`, `embeddings`, `offset`, `running_mean`, ...), the weight
     layout (PyTorch and Equinox `(out, in, *kernel)`, Flax and Haiku `(*kernel, in,
     out)`; the transposed convolutions' own, see the checkpoints page), decided by the
@@ -118,7 +120,9 @@ def load(
 
     **Arguments:**
 
-    - `tree`: the destination model or params. It is never changed.
+    - `tree`: the destination model or params, or an Equinox model and its
+      `eqx.nn.State` as a pair `(model, state)` (BatchNorm statistics load into the
+      state; the pair comes back). It is never changed.
     - `source`: a flat mapping `{str: array}` (numpy, JAX, or PyTorch tensors: a
       `state_dict()`), a PyTorch `nn.Module` (its state_dict, converted by its layers'
       types), any pytree (another framework's model or params), or the path of a

@@ -94,6 +94,8 @@ class Step:
         dst_last = self.leaf.name.rsplit("/", 1)[-1]
         if src_last != dst_last:
             out.append(f"rename {src_last}->{dst_last}")
+        if len(self.terms) > 1:
+            out.append("sum")
         if self.perm is not None:
             out.append(f"transpose{self.perm}")
         if self.flip:
@@ -276,6 +278,18 @@ class LoadPlan:
                 f"The source's convention was taken to be the destination's "
                 f"({self.convention or 'none known'}); a PyTorch state_dict needs "
                 f"convention='torch'."
+            )
+        stats = [
+            s.key
+            for s in bad
+            if s.status == "unused"
+            and normalise(s.key or "").endswith(("running_mean", "running_var"))
+        ]
+        if stats and self.framework == "equinox" and not self.after_load:
+            out.append(
+                f"Fix: {stats[0]!r} is a BatchNorm statistic, which Equinox keeps in "
+                "eqx.nn.State: load the model with its state, model, state = "
+                "tw.load((model, state), source)."
             )
         rule = suggest_rename(
             [s.why for s in bad if s.status == "missing"],
