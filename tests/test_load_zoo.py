@@ -112,9 +112,7 @@ class WithEinsum(nnx.Module):
 
 def test_an_nnx_layer_of_unknown_convention_is_refused_not_converted_by_its_name():
     sd = {"proj.kernel": np.eye(4, dtype=np.float32)[::-1].copy(), "proj.bias": np.zeros(4)}
-    with pytest.raises(
-        tw.LoadError, match=r"(?s)Einsum.*layouts=\{'\^proj/kernel\$': 'as-is'\}"
-    ):
+    with pytest.raises(tw.LoadError, match=r"(?s)Einsum.*layouts=\{'\^proj/kernel\$': 'as-is'\}"):
         tw.load(WithEinsum(nnx.Rngs(0)), sd, convention="torch")
     loaded = tw.load(
         WithEinsum(nnx.Rngs(0)), sd, convention="torch", layouts={"^proj/kernel$": "as-is"}
