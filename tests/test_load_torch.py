@@ -170,3 +170,31 @@ def test_torch_tensors_of_every_dtype_load_without_a_float32_copy(dtype):
     out = tw.load(model, {"w": t})
     assert out["w"].dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(out["w"], np.float32), t.float().numpy())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("old_api", [False, True])
+@pytest.mark.parametrize("conv", [False, True])
+def test_weight_norm_matches_pytorch_both_ways(old_api, conv):
+    from torch.nn.utils import parametrizations, weight_norm
+
+    torch.manual_seed(0)
+    layer = torch.nn.Conv1d(4, 4, 3) if conv else torch.nn.Linear(5, 5)  # square
+    module = torch.nn.Module()
+    module.fc = weight_norm(layer) if old_api else parametrizations.weight_norm(layer)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(0.5, 1.5)
+    key = jax.random.key(0)
+    inner = eqx.nn.Conv1d(4, 4, 3, key=key) if conv else eqx.nn.Linear(5, 5, key=key)
+    loaded = tw.load({"fc": eqx.nn.WeightNorm(inner)}, module)
+    x = torch.randn(4, 7) if conv else torch.randn(5)
+    want = module.fc(x).detach().numpy()
+    np.testing.assert_allclose(loaded["fc"](jnp.asarray(x.numpy())), want, rtol=1e-5, atol=1e-6)
+    back = tw.export(loaded, convention="torch")
+    fresh = torch.nn.Module()
+    fresh.fc = parametrizations.weight_norm(
+        torch.nn.Conv1d(4, 4, 3) if conv else torch.nn.Linear(5, 5)
+    )
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+    np.testing.assert_allclose(fresh.fc(x).detach().numpy(), want, rtol=1e-5, atol=1e-6)

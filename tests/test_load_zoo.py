@@ -1,8 +1,10 @@
 """Checkpoints converted by the destination layer's declared type, never silently wrong:
 transposed convolutions (Equinox, both NNX `transpose_kernel` settings), square weights,
-layers whose convention is not known (NNX `LinearGeneral`), ties given by two keys,
-`rename` rules and the fixes errors suggest. The decoder's numbers come from real PyTorch
-(tests/fixtures/make_torch_fixtures.py); tests/test_load_torch.py runs the same live."""
+layers whose convention is not known (NNX `Einsum`), NNX `LinearGeneral`'s matrix,
+weight norm, Equinox BatchNorm statistics in `eqx.nn.State`, packed attention on export,
+ties given by two keys, `rename` rules and the fixes errors suggest. The decoder's
+numbers come from real PyTorch (tests/fixtures/make_torch_fixtures.py);
+tests/test_load_torch.py runs the same live."""
 
 import equinox as eqx
 import jax
@@ -202,3 +204,89 @@ def test_errors_suggest_the_rename_rule_and_show_renames_only_when_given():
     with pytest.raises(tw.LoadError, match=r"rename=\[\('\(\?:\^\|\(\?<=/\)\)dense/', 'fc/'\)\]"):
         tw.load(model, sd, convention="torch")
     tw.load(model, sd, convention="torch", rename=[("(?:^|(?<=/))dense/", "fc/")])
+
+
+@pytest.mark.parametrize(
+    "g, v",
+    [
+        ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+        ("weight_g", "weight_v"),
+    ],
+)
+def test_weight_norm_loads_into_equinox_weight_norm_and_exports_back(g, v):
+    # Square (5, 5): PyTorch's weight_norm keys, the new API's and the old one's.
+    rng = np.random.default_rng(0)
+    sd = {
+        f"fc.{g}": rng.uniform(0.5, 2, (5, 1)).astype(np.float32),
+        f"fc.{v}": rng.normal(size=(5, 5)).astype(np.float32),
+        "fc.bias": rng.normal(size=5).astype(np.float32),
+    }
+
+    class Net(eqx.Module):
+        fc: eqx.nn.WeightNorm
+
+    net = Net(eqx.nn.WeightNorm(eqx.nn.Linear(5, 5, key=jax.random.key(0))))
+    loaded = tw.load(net, sd, convention="torch")
+    w = sd[f"fc.{g}"] * sd[f"fc.{v}"] / np.linalg.norm(sd[f"fc.{v}"], axis=1, keepdims=True)
+    x = rng.normal(size=5).astype(np.float32)
+    np.testing.assert_allclose(loaded.fc(x), w @ x + sd["fc.bias"], rtol=1e-5, atol=1e-6)
+    back = tw.export(loaded, convention="torch")  # the new API's keys
+    assert sorted(back) == sorted(
+        ["fc.bias", "fc.parametrizations.weight.original0", "fc.parametrizations.weight.original1"]
+    )
+    np.testing.assert_array_equal(back["fc.parametrizations.weight.original1"], sd[f"fc.{v}"])
+    # Along another axis it is not PyTorch's weight_norm: its g is not loaded by that name.
+    other = Net(eqx.nn.WeightNorm(eqx.nn.Linear(5, 5, key=jax.random.key(0)), axis=1))
+    with pytest.raises(tw.LoadError, match="missing"):
+        tw.load(other, sd, convention="torch")
+
+
+class BatchNet(eqx.Module):
+    bn: eqx.nn.BatchNorm
+
+    def __init__(self):
+        self.bn = eqx.nn.BatchNorm(3, "batch", mode="batch", momentum=0.9)
+
+
+def test_equinox_batchnorm_exports_the_statistics_inference_uses():
+    # mode="batch" debiases its hidden statistics by its counter: the export is what
+    # inference divides out, and loading it back gives the same outputs.
+    model, state = eqx.nn.make_with_state(BatchNet)()
+    x = np.random.default_rng(0).normal(2.0, 3.0, (8, 3)).astype(np.float32)
+    train = jax.vmap(
+        lambda m, s, x: m.bn(x, s), in_axes=(None, None, 0), out_axes=(0, None), axis_name="batch"
+    )
+    for _ in range(2):
+        _, state = train(model, state, x)
+    assert state.get(model.bn.batch_counter) == 2
+    infer = jax.vmap(lambda m, s, x: m.bn(x, s, inference=True)[0], in_axes=(None, None, 0))
+    want = infer(model, state, x)
+    hidden_mean, _ = state.get(model.bn.batch_state_index)
+    out = tw.export((model, state), convention="torch")
+    np.testing.assert_allclose(out["bn.running_mean"], hidden_mean / (1 - 0.9**2), rtol=1e-6)
+    fresh, fresh_state = eqx.nn.make_with_state(BatchNet)()
+    model2, state2 = tw.load((fresh, fresh_state), out, convention="torch")
+    assert state2.get(model2.bn.batch_counter) == 0
+    np.testing.assert_allclose(infer(model2, state2, x), want, rtol=1e-5, atol=1e-6)
+    # The model alone has no place for the statistics: the error says to pass the state.
+    with pytest.raises(tw.LoadError, match=r"eqx\.nn\.State.*tw\.load\(\(model, state\)"):
+        tw.load(fresh, out, convention="torch")
+
+
+def test_attention_export_refuses_projections_that_do_not_make_up_in_proj_bias():
+    attn = eqx.nn.MultiheadAttention(2, 8, use_query_bias=True, key=jax.random.key(0))
+    with pytest.raises(tw.ArgumentError, match="in_proj_bias"):
+        tw.export({"attn": attn}, convention="torch")
+    # With every bias, the packed projections are one (3E, E) array, query rows first.
+    full = eqx.nn.MultiheadAttention(
+        2,
+        8,
+        use_query_bias=True,
+        use_key_bias=True,
+        use_value_bias=True,
+        use_output_bias=True,
+        key=jax.random.key(0),
+    )
+    out = tw.export({"attn": full}, convention="torch")
+    np.testing.assert_array_equal(out["attn.in_proj_weight"][8:16], full.key_proj.weight)
+    assert out["attn.in_proj_bias"].shape == (24,)

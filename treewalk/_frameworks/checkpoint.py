@@ -67,6 +67,7 @@ NAMES: dict[str, dict[str, dict[str, str]]] = {
         },
         "embed": {"table": "weight"},
         "rnn": {r: r for r in ("weight_ih", "weight_hh", "bias", "bias_n")},
+        "weightnorm": {"g": "g"},
     },
     "flax": {
         "dense": {"weight": "kernel", "bias": "bias"},
@@ -132,6 +133,7 @@ _TYPED = (
     ("equinox.nn", ("LayerNorm", "GroupNorm", "BatchNorm", "RMSNorm"), Typed("equinox", "norm")),
     ("equinox.nn", ("Embedding",), Typed("equinox", "embed")),
     ("equinox.nn", ("LSTMCell", "GRUCell"), Typed("equinox", "rnn")),
+    ("equinox.nn", ("WeightNorm",), Typed("equinox", "weightnorm")),
     ("flax.nnx", ("ConvTranspose",), Typed("flax", "dense", "transposed")),
     ("flax.nnx", ("LinearGeneral",), Typed("flax", "dense", "dense")),
     ("flax.nnx", ("Linear", "Conv"), Typed("flax", "dense", "dense")),

@@ -20,6 +20,9 @@ of biases is written as the bias and a zero).
   `weight_hh_l0`, `bias` = `bias_ih_l0` plus the reset and update rows of
   `bias_hh_l0`, and `bias_n` = its new-gate rows.
 - `eqx.nn.BatchNorm` statistics in `eqx.nn.State`: `running_mean`, `running_var`.
+- `eqx.nn.WeightNorm` (of `weight`, axis 0): `g` and the wrapped layer's `weight` are
+  `parametrizations.weight.original0` and `original1` (or the old `weight_g`,
+  `weight_v`), its `bias` the module's own.
 
 A cell in a list (`rnn/1`) is layer `k` of one multi-layer PyTorch RNN first
 (`rnn.weight_ih_l1`; `tw.export` writes that), else a list of one-layer RNNs
@@ -80,6 +83,11 @@ _PROJECTION_NAMES = {
 
 def group_of(layer: Any, outer: Any, attr: Any) -> Group | None:
     """The `Group` of an array of `layer`, itself the child `attr` of `outer`."""
+    norm = _attr("equinox.nn", "WeightNorm")
+    if isinstance(layer, norm):
+        return Group("weightnorm", "g") if _torch_like(layer) else None
+    if isinstance(outer, norm) and attr == "layer":
+        return Group("weightnorm", "layer", 2) if _torch_like(outer) else None
     if isinstance(layer, _attr("equinox.nn", "LSTMCell")):
         return Group("rnn", cell="LSTM")
     if isinstance(layer, _attr("equinox.nn", "GRUCell")):
@@ -110,6 +118,8 @@ def recipes(
         return [_at(base, r) for r in _attention(convention, group, role)]
     if convention != "torch":
         return []
+    if group.kind == "weightnorm":
+        return [_at(base, r) for r in _weight_norm(role)]
     out = [_at(base, r) for r in _rnn(group.cell, role, 0)]
     if base and isinstance(base[-1], int):  # a cell in a list: layer k of one RNN, first
         out = [_at(base[:-1], r) for r in _rnn(group.cell, role, base[-1])] + out
@@ -142,6 +152,21 @@ def _rnn(cell: str, role: str, layer: int) -> list[Recipe]:
     if role == "bias":  # GRU: the new gate's hidden bias stays apart, as `bias_n`
         return [(ih, Term(hh, (0, 2, 3), (0, 2, 3)))]
     return [(Term(hh, (2, 3, 3)),)] if role == "bias_n" else []
+
+
+def _torch_like(norm: Any) -> bool:
+    """Is an `eqx.nn.WeightNorm` the one PyTorch's `weight_norm` makes (of `weight`,
+    along axis 0)?"""
+    return norm.weight_name == "weight" and norm.axis == 0
+
+
+def _weight_norm(role: str) -> list[Recipe]:
+    # `torch.nn.utils.parametrizations.weight_norm`'s keys first, then the old function's.
+    if role == "g":
+        return [(Term("parametrizations/weight/original0"),), (Term("weight_g"),)]
+    if role == "weight":
+        return [(Term("parametrizations/weight/original1"),), (Term("weight_v"),)]
+    return [(Term(role),)] if role == "bias" else []
 
 
 def _at(base: tuple[Any, ...], recipe: Recipe) -> Recipe:
