@@ -787,6 +787,65 @@ def case8(quick: bool, repeats: int) -> None:
                 record("8", f"{label}, {op}, first call", f"cold: {tool}", cold)
 
 
+def case9(quick: bool, repeats: int) -> None:
+    """Two trees: an EMA of the selected leaves (`0.99 * ema + 0.01 * params`) with
+    `tw.replace(ema, sel, fn, params)` against `jax.tree_util.tree_map_with_path(f, ema,
+    params)` with the same path filter written by hand, interleaved rounds."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import equinox as eqx
+    import models
+    from flax import nnx
+
+    import treewalk as tw
+
+    def ema(p: Any, a: Any, k: Any, b: Any) -> Any:
+        return 0.99 * a + 0.01 * b
+
+    def has(name: str) -> Callable[[Any], bool]:
+        return lambda path: any(getattr(e, "key", getattr(e, "name", None)) == name for e in path)
+
+    def by_hand(pick: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
+        def run(a: Any, b: Any) -> Any:
+            return jax.tree_util.tree_map_with_path(
+                lambda p, x, y: 0.99 * x + 0.01 * y if pick(p) else x, a, b
+            )
+
+        return run
+
+    print("case 9: two trees, an EMA of a selection")
+    cases: list[tuple[str, Any, Any, Any, Any]] = []
+    for n in (400,) if quick else (4_000, 100_000):
+        a = nested_dict(n)
+        b = jax.tree.map(lambda x: x + 1, a)
+        cases.append((f"nested dict, {n:,} leaves, dense/**", a, b, "**/dense/**", has("dense")))
+    for name in list(models.MODELS)[:1] if quick else list(models.MODELS):
+        a = models.MODELS[name]()
+        if isinstance(a, nnx.Module):  # the hand-written EMA runs on the States
+            a = nnx.state(a, nnx.Param)
+        b = jax.tree.map(lambda x: x + 1, a)
+        leaves = len(jax.tree_util.tree_leaves(a))
+        cases.append((f"{name} ({leaves} leaves), every array", a, b, tw.arrays, eqx.is_array))
+    for label, a, b, sel, pick in cases:
+        hand = by_hand(pick if sel is not tw.arrays else lambda p: True)
+        tools = {
+            "treewalk: replace(ema, sel, fn, params)": lambda a=a, b=b, sel=sel: tw.replace(
+                a, sel, ema, b
+            ),
+            "tree_map_with_path + path filter": lambda a=a, b=b, hand=hand: hand(a, b),
+        }
+        times: dict[str, list[float]] = {tool: [] for tool in tools}
+        for fn in tools.values():
+            block(fn())
+        gc.collect()
+        for _ in range(max(repeats, 7)):
+            for tool, fn in tools.items():
+                t0 = time.perf_counter()
+                block(fn())
+                times[tool].append(time.perf_counter() - t0)
+        for tool, ts in times.items():
+            record("9", label, tool, statistics.median(ts))
+
+
 def table() -> str:
     """Markdown table: ratios against the treewalk row of the same case and tree."""
     lines = [
@@ -811,7 +870,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small trees, seconds (CI smoke)")
     ap.add_argument("--slow", action="store_true", help="also per-leaf jit at 2,000 leaves")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated case numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated case numbers")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per tool")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
@@ -858,6 +917,8 @@ def main() -> None:
         case7(args.quick, repeats)
     if "8" in only:
         case8(args.quick, repeats)
+    if "9" in only:
+        case9(args.quick, repeats)
     print()
     print(table())
     print(f"\ntotal {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")

@@ -39,6 +39,8 @@ from ._fns import initializer as initializer
 from ._fns import ones as ones
 from ._fns import zeros as zeros
 from ._materialize import materialize as materialize
+from ._ops.diff import Diff as Diff
+from ._ops.diff import diff as diff
 from ._ops.nnx import nnx_filter as nnx_filter
 from ._ops.query import labels as labels
 from ._ops.query import mask as mask
@@ -69,6 +71,7 @@ __all__ = [
     "BoxKey",
     "CallbackError",
     "DictKey",
+    "Diff",
     "FlattenedIndexKey",
     "GetAttrKey",
     "IsLeaf",
@@ -93,6 +96,7 @@ __all__ = [
     "arrays",
     "as_selector",
     "constant",
+    "diff",
     "everything",
     "export",
     "glob",

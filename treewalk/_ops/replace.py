@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+from .._core.align import MISSING, Aligned
 from .._core.engine import Copy, Find, Pass
-from .._core.errors import ArgumentError, check_callable
-from .._core.kinds import LEAF, flags_of
+from .._core.errors import ArgumentError, StructureError, check_callable
+from .._core.kinds import ARRAY_TYPES, LEAF, flags_of
 from .._core.node import Hits
+from .._core.paths import show_path
 from .._core.rebuild import ready
 from .._core.types import PyTree, ReplaceFn
 from .._frameworks import registry
@@ -21,7 +23,7 @@ def replace(
     tree: PyTree,
     selector: Any,
     fn: ReplaceFn,
-    *,
+    *rest: PyTree,
     key: Any = None,
     key_policy: Literal["path", "split"] = "path",
     is_leaf: Callable[[Any], bool] | None = None,
@@ -43,6 +45,15 @@ def replace(
     - `fn`: `fn(path, node, key) -> new node`, called once per selected node.
       `tw.zeros`, `tw.ones`, `tw.constant(v)`, `tw.initializer(init)` and everything in
       `tw.init` fit here.
+    - `*rest`: other trees to read from: `fn` is called as `fn(path, node, key,
+      *rest_nodes)`, with the node at the same path in each (an EMA:
+      `lambda p, ema, k, new: 0.99 * ema + 0.01 * new`). Trees are aligned by path
+      segments, not by treedef: a tree in `rest` may be another framework's container
+      of the same names (an NNX `State` beside its module, a dict beside an Equinox
+      model) and may hold more. Boxes are opened in every tree alike. A selected path
+      that a tree in `rest` lacks, or holds as an array of another shape (with `check`),
+      is a `tw.StructureError` naming the path and the tree. The helpers and `tw.init`
+      take no extra nodes: they draw as with one tree.
     - `key`: a PRNG key (`jax.random.key(0)`, or a legacy `uint32[2]` key). Without it
       `fn` gets `key=None`; with it every selected node gets its own independent key, of
       the same kind as the one passed.
@@ -111,7 +122,7 @@ def replace(
     """
     sel = as_selector(selector)
     check_callable("fn", fn, hint="lambda path, node, key: node")
-    check_fn(fn)
+    check_fn(fn, len(rest))
     if key_policy not in ("path", "split"):
         raise ArgumentError(f"key_policy= must be 'path' or 'split'; got {key_policy!r}.")
     if key is None and getattr(fn, "needs_key", False):
@@ -137,7 +148,40 @@ def replace(
         return flat.finish()
     if registry.mutable or registry.leaf_boxes:
         _private_hits(hits, p, is_leaf)
-    return flat.finish(results(hits, fn, key, key_policy, sel, check))
+    others = aligned(hits, rest, sel, check, is_leaf) if rest else None
+    return flat.finish(results(hits, fn, key, key_policy, sel, check, others))
+
+
+def aligned(
+    hits: Hits, rest: tuple[Any, ...], sel: Any, check: bool, is_leaf: Any
+) -> list[tuple[Any, ...]]:
+    """For each hit, the nodes at its path in the trees of `rest` (copies of their
+    mutable objects, as `fn` gets for `tree`)."""
+    out: list[list[Any]] = [[] for _ in range(len(hits))]
+    segs = [hits.segs(i) for i in range(len(hits))]
+    for t, other in enumerate(rest):
+        found = Aligned(other)
+        for i, s in enumerate(segs):
+            node = found.at(s)
+            if node is MISSING:
+                raise StructureError(
+                    f"tw.replace: the selected path {show_path(hits.path(i))} is not in "
+                    f"rest[{t}] (selector {brief(sel)}); the trees after fn are aligned "
+                    "by path: give them the paths the first tree's selection has."
+                )
+            mine = hits.nodes[i]
+            if check and isinstance(mine, ARRAY_TYPES) and isinstance(node, ARRAY_TYPES):
+                if tuple(node.shape) != tuple(mine.shape):
+                    raise StructureError(
+                        f"tw.replace: at {show_path(hits.path(i))}, rest[{t}] holds an "
+                        f"array of shape {tuple(node.shape)}, the tree one of "
+                        f"{tuple(mine.shape)} (selector {brief(sel)}); pass check=False "
+                        "if that is intended."
+                    )
+            if registry.mutable and not flags_of(node) & LEAF:
+                node = Pass(Copy(), is_leaf=is_leaf).run(node).finish()
+            out[i].append(node)
+    return [tuple(o) for o in out]
 
 
 def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:

@@ -27,7 +27,7 @@ from .._core.types import ReplaceFn
 from .._select.algebra import Selector, brief
 
 
-def check_fn(fn: Any) -> None:
+def check_fn(fn: Any, rest: int = 0) -> None:
     """An `ArgumentError` for the first mistakes with `fn`: a numpy or `jax.numpy`
     function (`jnp.zeros_like`: it would take the path for the array), a
     `jax.nn.initializers` function `(key, shape, dtype)` passed unwrapped, or a function
@@ -57,8 +57,14 @@ def check_fn(fn: Any) -> None:
             f"jax.nn.initializers.lecun_normal()), or use tw.init.lecun_normal()."
         )
     try:
-        sig.bind(None, None, None)
+        sig.bind(*[None] * (3 + rest))
     except TypeError:
+        if rest:
+            raise ArgumentError(
+                f"fn {what}{sig} cannot be called as fn(path, node, key, "
+                f"{', '.join(f'rest{j}' for j in range(rest))}): with {rest} tree(s) "
+                "after fn, tw.replace passes their nodes at the same path after the key."
+            ) from None
         raise ArgumentError(
             f"fn {what}{sig} cannot be called as fn(path, node, key): tw.replace calls it "
             f"with three arguments (key is None when no key= is given). Write, e.g., "
@@ -75,6 +81,7 @@ def _apply_each(
     sel: Selector,
     check: bool,
     results: list[Any],
+    others: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """`results[todo[j]]`: `fn`'s result for each node `todo[j]`, `j` in `rest`, called
     one by one (`tw_call(n, key)` for an `fn` with context), checked and placed."""
@@ -88,7 +95,12 @@ def _apply_each(
         e, node = entries[i], nodes[i]
         path = bases[i] if e is None else bases[i] + (e,)  # `hits.path(i)`, inlined
         try:  # `call_user`, inlined: a frame per node on 100,000 leaves is 10% of a call
-            new = fn(path, node, key_list[j]) if tw_call is None else tw_call(hits[i], key_list[j])
+            if tw_call is not None:
+                new = tw_call(hits[i], key_list[j])
+            elif others is None:
+                new = fn(path, node, key_list[j])
+            else:
+                new = fn(path, node, key_list[j], *others[i])
         except TreewalkError:
             raise
         except Exception as err:
@@ -132,9 +144,16 @@ def check_replacement(n: Node, new: Any, sel: Selector) -> None:
 
 
 def results(
-    hits: Hits, fn: ReplaceFn, key: Any, policy: str, sel: Selector, check: bool
+    hits: Hits,
+    fn: ReplaceFn,
+    key: Any,
+    policy: str,
+    sel: Selector,
+    check: bool,
+    others: list[tuple[Any, ...]] | None = None,
 ) -> list[Any]:
-    """`fn`'s result for each selected node: ties computed once, keys derived at once."""
+    """`fn`'s result for each selected node: ties computed once, keys derived at once;
+    `others[i]`, the other trees' nodes at hit `i`'s path, passed after the key."""
     # Ties: the same array object at several selected paths is computed once.
     nodes = hits.nodes
     owner = list(range(len(hits)))
@@ -158,7 +177,7 @@ def results(
         else:
             keys = split_keys(typed, len(todo))
 
-    results = _compute(hits, todo, keys, legacy, fn, sel, check)
+    results = _compute(hits, todo, keys, legacy, fn, sel, check, others)
     return [results[j] for j in owner] if tied else results
 
 
@@ -170,9 +189,10 @@ def _compute(
     fn: ReplaceFn,
     sel: Selector,
     check: bool,
+    others: list[tuple[Any, ...]] | None = None,
 ) -> list[Any]:
     """`fn`'s result for every node in `todo` (at its index in `hits`), batched by shape
-    and dtype where `fn` can."""
+    and dtype where `fn` can (an `fn` that draws takes no nodes of other trees)."""
     results: list[Any] = [None] * len(hits)
     batched = getattr(fn, "tw_batched", None)
     rest = list(range(len(todo)))  # positions in todo (and in keys)
@@ -222,7 +242,7 @@ def _compute(
         if keys is not None:
             for j, k in zip(rest, keys.rows(rest, legacy), strict=True):
                 key_list[j] = k
-        _apply_each(hits, todo, rest, key_list, fn, sel, check, results)
+        _apply_each(hits, todo, rest, key_list, fn, sel, check, results, others)
     return results
 
 
