@@ -127,7 +127,8 @@ def load(
       `state_dict()`), a PyTorch `nn.Module` (its state_dict, converted by its layers'
       types), any pytree (another framework's model or params), or the path of a
       `.safetensors` or `.npz` file (reading a safetensors file shard by shard, for a
-      sharded destination, needs `pip install "jax-treewalk[checkpoints]"`).
+      sharded destination along an axis other than its first, needs `pip install
+      "jax-treewalk[checkpoints]"`).
     - `convention`: the framework convention the source follows, `"torch"`, `"equinox"`,
       `"flax"` (linen and NNX) or `"haiku"`. `None`: a pytree source's own framework,
       else the destination's (nothing converted but vector reshapes and casts).
