@@ -198,3 +198,34 @@ def test_weight_norm_matches_pytorch_both_ways(old_api, conv):
     )
     fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
     np.testing.assert_allclose(fresh.fc(x).detach().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_haiku_batchnorm_with_its_state_matches_pytorch_both_ways():
+    import haiku as hk
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential()
+    module.conv, module.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        module.bn.running_mean.uniform_(-1, 1)
+        module.bn.running_var.uniform_(0.5, 2)
+        module.bn.weight.uniform_(0.5, 2)
+        module.bn.bias.uniform_(-1, 1)
+    module.eval()
+    x = torch.randn(2, 3, 6, 6)
+    want = module(x).detach().numpy()
+
+    def f(x, is_training):
+        h = hk.Conv2D(4, 3, padding="VALID", name="conv")(x)
+        return hk.BatchNorm(True, True, 0.9, eps=1e-5, name="bn")(h, is_training)
+
+    net = hk.transform_with_state(f)
+    xh = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    params, state = tw.load(net.init(jax.random.key(0), xh, True), module)
+    out, _ = net.apply(params, state, None, xh, False)
+    np.testing.assert_allclose(np.asarray(out).transpose(0, 3, 1, 2), want, rtol=1e-5, atol=1e-5)
+    fresh = torch.nn.Sequential()
+    fresh.conv, fresh.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+    result = fresh.load_state_dict(to_torch(tw.export((params, state))), strict=False)
+    assert set(result.missing_keys) <= {"bn.num_batches_tracked"} and not result.unexpected_keys
+    np.testing.assert_allclose(fresh.eval()(x).detach().numpy(), want, rtol=1e-5, atol=1e-5)

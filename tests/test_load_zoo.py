@@ -290,3 +290,38 @@ def test_attention_export_refuses_projections_that_do_not_make_up_in_proj_bias()
     out = tw.export({"attn": full}, convention="torch")
     np.testing.assert_array_equal(out["attn.in_proj_weight"][8:16], full.key_proj.weight)
     assert out["attn.in_proj_bias"].shape == (24,)
+
+
+def test_haiku_batchnorm_statistics_load_into_its_state_and_export_back():
+    import haiku as hk
+
+    def f(x, is_training):
+        return hk.BatchNorm(True, True, 0.9, eps=1e-5, name="bn")(x, is_training)
+
+    net = hk.transform_with_state(f)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    params, state = net.init(jax.random.key(0), x, True)
+    sd = {
+        "bn.weight": np.array([1.0, 2.0, 0.5], np.float32),
+        "bn.bias": np.array([0.1, -0.2, 0.3], np.float32),
+        "bn.running_mean": np.array([0.5, -1.0, 2.0], np.float32),
+        "bn.running_var": np.array([1.5, 0.25, 4.0], np.float32),
+        "bn.num_batches_tracked": np.array(3),
+    }
+    params, state = tw.load((params, state), sd, convention="torch")
+    out, _ = net.apply(params, state, None, x, False)
+    want = (x - sd["bn.running_mean"]) / np.sqrt(sd["bn.running_var"] + 1e-5)
+    np.testing.assert_allclose(out, want * sd["bn.weight"] + sd["bn.bias"], rtol=1e-5, atol=1e-6)
+    mean_ema = state["bn/~/mean_ema"]
+    np.testing.assert_array_equal(mean_ema["hidden"], mean_ema["average"])
+    # Warmed up: one training step goes on from the loaded average as PyTorch's would.
+    _, after = net.apply(params, state, None, x, True)
+    np.testing.assert_allclose(
+        after["bn/~/mean_ema"]["average"].reshape(-1),
+        0.9 * sd["bn.running_mean"] + 0.1 * x.mean(0),
+        rtol=1e-5,
+    )
+    back = tw.export((params, state), convention="torch")
+    assert sorted(back) == sorted(k for k in sd if k != "bn.num_batches_tracked")
+    for k, v in back.items():
+        np.testing.assert_array_equal(v, sd[k])

@@ -150,6 +150,8 @@ def model_leaves(tree: Any, framework: str | None = None) -> tuple[str | None, l
     _name_ties(leaves, context, first, again)
     if composite.model_and_state(tree):
         _name_model_and_state(tree, leaves)
+    elif composite.params_and_state(tree):
+        _name_params_and_state(leaves)
     if framework is None and detected:
         framework = detected[0]
     if framework is None:
@@ -233,6 +235,37 @@ def _name_model_and_state(tree: tuple[Any, Any], leaves: list[Leaf]) -> None:
         counter = counters.get(id(slot.layer))
         if counter is not None and not isinstance(counter, jax.ShapeDtypeStruct):
             leaf.scale = composite.batch_scale(slot.layer, counter)
+
+
+def _name_params_and_state(leaves: list[Leaf]) -> None:
+    """Name the leaves of a Haiku `(params, state)`: the params' as the params alone name
+    them, a BatchNorm `X`'s averages `X/mean` and `X/var` (`hidden` follows the average
+    and `counter` is warmed up when they load), other state entries by their own path."""
+    averages: dict[tuple[Any, ...], Leaf] = {}
+    followers: list[tuple[Leaf, tuple[Any, ...]]] = []
+    for leaf in leaves:
+        if leaf.segments[0] == 0:
+            leaf.rename(leaf.segments[1:])
+            continue
+        module, field = leaf.segments[1], leaf.segments[-1] if len(leaf.segments) == 3 else None
+        suffix = next((s for s in composite.HAIKU_EMAS if str(module).endswith(s)), None)
+        if suffix is None or field not in ("average", "hidden", "counter"):
+            leaf.rename(leaf.segments[1:])
+            continue
+        layer, role = str(module)[: -len(suffix)], composite.HAIKU_EMAS[suffix]
+        if field == "average":
+            leaf.rename((layer, role))
+            leaf.kind, leaf.role, leaf.framework = "norm", role, "haiku"
+            averages[(layer, role)] = leaf
+            continue
+        leaf.rename((layer, f"{role}_{field}"))
+        leaf.kind, leaf.framework = "state", "haiku"
+        if field == "counter":
+            leaf.after_load = composite.HAIKU_WARM
+        else:
+            followers.append((leaf, (layer, role)))
+    for leaf, of in followers:
+        leaf.after_load = averages.get(of, 0.0)
 
 
 def flatten_source(

@@ -17,6 +17,7 @@ from .._core.types import PyTree
 from .._frameworks import box_partitioning
 from .._ops.replace import replace
 from .._select.atoms import arrays
+from .leaves import Leaf
 from .plan import Layouts, LoadPlan, Rename, Step, plan, tied_to
 from .sources import Source, staging
 
@@ -213,11 +214,17 @@ def _left_out(p: LoadPlan) -> None:
 
 def _set_after_load(p: LoadPlan, new: dict[str, Any]) -> None:
     """Set the flags and counters of the layers whose statistics were loaded (an
-    `eqx.nn.State`'s BatchNorm: inference then uses the statistics as they are)."""
+    `eqx.nn.State`'s BatchNorm, a Haiku BatchNorm's averages: inference then uses the
+    statistics as they are)."""
     loaded = {s.leaf.segments[:-1] for s in p.steps if s.status == "load" and s.leaf is not None}
     for leaf in p.after_load:
-        if leaf.segments[:-1] in loaded:
-            new[leaf.key] = jax.numpy.full(leaf.node.shape, leaf.after_load, leaf.node.dtype)
+        if leaf.segments[:-1] not in loaded:
+            continue
+        value = leaf.after_load
+        if isinstance(value, Leaf):  # the value another array loaded (Haiku's `hidden`)
+            new[leaf.key] = jax.numpy.array(new[value.key], copy=True)
+        else:
+            new[leaf.key] = jax.numpy.full(leaf.node.shape, value, leaf.node.dtype)
 
 
 def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:

@@ -76,7 +76,8 @@ NAMES: dict[str, dict[str, dict[str, str]]] = {
     },
     "haiku": {
         "dense": {"weight": "w", "bias": "b"},
-        "norm": {"scale": "scale", "offset": "offset"},
+        # A BatchNorm's averages are state (`X/~/mean_ema/average`); as keys, `X/mean`.
+        "norm": {"scale": "scale", "offset": "offset", "mean": "mean", "var": "var"},
         "embed": {"table": "embeddings"},
     },
 }

@@ -20,6 +20,8 @@ of biases is written as the bias and a zero).
   `weight_hh_l0`, `bias` = `bias_ih_l0` plus the reset and update rows of
   `bias_hh_l0`, and `bias_n` = its new-gate rows.
 - `eqx.nn.BatchNorm` statistics in `eqx.nn.State`: `running_mean`, `running_var`.
+- Haiku `BatchNorm` statistics in the state of `(params, state)`: the `average` of
+  `X/~/mean_ema` and `X/~/var_ema` (and its `hidden`, the same; its `counter` warmed up).
 - `eqx.nn.WeightNorm` (of `weight`, axis 0): `g` and the wrapped layer's `weight` are
   `parametrizations.weight.original0` and `original1` (or the old `weight_g`,
   `weight_v`), its `bias` the module's own.
@@ -32,6 +34,7 @@ A cell in a list (`rnn/1`) is layer `k` of one multi-layer PyTorch RNN first
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple, TypeAlias
 
 import jax
@@ -227,6 +230,27 @@ def state_slots(model: Any, state: Any) -> list[Slot | None]:
             found[node.marker] = Slot(path, None, "")
     _, markers = state.tree_flatten()
     return [found.get(m) for m in markers]
+
+
+# --- Haiku's BatchNorm state ----------------------------------------------------------
+
+#: The state modules of a Haiku `BatchNorm` named `X`: `X/~/mean_ema` and `X/~/var_ema`,
+#: each an `ExponentialMovingAverage` (`average`, `hidden`, `counter`).
+HAIKU_EMAS = {"/~/mean_ema": "mean", "/~/var_ema": "var"}
+#: The counter a loaded average gets: the EMA is warmed up (its zero-debiasing divides by
+#: `1 - decay ** counter`, 1 for any decay below one), so inference uses the average as
+#: it is and a training step goes on from it as PyTorch's running statistics do.
+HAIKU_WARM = 1 << 30
+
+
+def params_and_state(tree: Any) -> bool:
+    """Is `tree` a Haiku `(params, state)` pair whose state holds BatchNorm averages?"""
+    return (
+        isinstance(tree, tuple)
+        and len(tree) == 2
+        and all(isinstance(t, Mapping) for t in tree)
+        and any(isinstance(k, str) and k.endswith(tuple(HAIKU_EMAS)) for k in tree[1])
+    )
 
 
 def batch_scale(layer: Any, counter: Any) -> float:
