@@ -17,7 +17,8 @@ Peak memory is `VmHWM` (peak resident set) after the load minus the resident set
 before it (the peak is reset there by writing 5 to `/proc/self/clear_refs`), divided by
 the model's bytes (the largest of the repeats); the target is <= 1.05. Wall time is the
 median over `--repeats` subprocesses of one load each (the file is in the page cache);
-the ratio is loop / treewalk, so above 1 means treewalk is faster.
+the ratio is loop / treewalk per round (the variants run round robin), so above 1 means
+treewalk is faster.
 """
 
 from __future__ import annotations
@@ -180,20 +181,23 @@ def main() -> None:
         variants = ["tw abstract", "loop abstract", "tw concrete", "loop concrete"]
         if args.sharded:
             variants.append("tw sharded")
-        for variant in variants:
-            runs = []
-            env = dict(os.environ)
-            if variant == "tw sharded":
-                env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-            for _ in range(args.repeats):
+        # Round robin: each round runs every variant once, so the machine's drift touches
+        # them alike; the ratios are per round, then their median.
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for variant in variants:
+                env = dict(os.environ)
+                if variant == "tw sharded":
+                    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
                 cmd = [sys.executable, __file__, "--worker", variant, path, str(layers)]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for variant, rs in runs.items():
             r = {
-                "wall_s": statistics.median(x["wall_s"] for x in runs),
-                "peak": max(x["peak_above_base"] for x in runs) / nbytes,
-                "end": max(x["end_above_base"] for x in runs) / nbytes,
-                "check": {x["check"] for x in runs},
+                "wall_s": statistics.median(x["wall_s"] for x in rs),
+                "peak": max(x["peak_above_base"] for x in rs) / nbytes,
+                "end": max(x["end_above_base"] for x in rs) / nbytes,
+                "check": {x["check"] for x in rs},
             }
             results[variant] = r
             print(
@@ -203,8 +207,12 @@ def main() -> None:
         checks = set().union(*(r["check"] for r in results.values()))
         assert len(checks) == 1, f"the variants loaded different values: {checks}"
         for kind in ("abstract", "concrete"):
-            speed = results[f"loop {kind}"]["wall_s"] / results[f"tw {kind}"]["wall_s"]
-            print(f"{kind}: loop / tw wall time = {speed:.2f}")
+            pairs = zip(runs[f"loop {kind}"], runs[f"tw {kind}"], strict=True)
+            ratios = sorted(loop["wall_s"] / tw["wall_s"] for loop, tw in pairs)
+            print(
+                f"{kind}: loop / tw wall time, per round: median {statistics.median(ratios):.2f} "
+                f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})"
+            )
     if args.many:
         many_small(args.many)
 

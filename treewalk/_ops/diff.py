@@ -43,7 +43,8 @@ class Change:
     def cells(self) -> list[str]:
         value = "" if self.max_abs is None else f"{self.max_abs:.3g}"
         frac = "" if self.fraction is None else f"{100 * self.fraction:.3g}%"
-        what = self.a if self.kind == "values" else f"{self.a or '-'} -> {self.b or '-'}"
+        same = self.kind == "values" and self.a == self.b  # an array's values
+        what = self.a if same else f"{self.a or '-'} -> {self.b or '-'}"
         return [self.path, self.kind, what, value, frac]
 
 
@@ -72,7 +73,10 @@ class Diff:
     @property
     def max_abs(self) -> float | None:
         values = [c.max_abs for c in self.changes if c.max_abs is not None]
-        return max(values) if values else None
+        if not values:
+            return None
+        known = [v for v in values if v == v]  # NaN only where NaN met a number
+        return max(known) if known else float("nan")
 
     def summary(self) -> str:
         """The last line: how many leaves differ, and how."""
@@ -246,7 +250,7 @@ def _compare(path: str, x: Any, y: Any) -> Change | None:
         return None
     with np.errstate(invalid="ignore", over="ignore"):
         gap = np.abs(u.astype(np.float64) - v.astype(np.float64))[differ]
-    top = float(np.nanmax(gap)) if np.isfinite(gap).any() else float("nan")
+    top = float(np.nanmax(gap)) if (~np.isnan(gap)).any() else float("nan")
     return Change(path, "values", _describe(x), _describe(y), top, n / differ.size)
 
 

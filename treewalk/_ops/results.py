@@ -86,6 +86,8 @@ def _apply_each(
     """`results[todo[j]]`: `fn`'s result for each node `todo[j]`, `j` in `rest`, called
     one by one (`tw_call(n, key)` for an `fn` with context), checked and placed."""
     tw_call = getattr(fn, "tw_call", None)
+    if tw_call is not None or hasattr(fn, "tw_batched"):
+        others = None  # the helpers and `tw.init` draw as with one tree
     what = (
         f"{fn!r} (selector {brief(sel)})" if tw_call is not None else f"fn (selector {brief(sel)})"
     )
