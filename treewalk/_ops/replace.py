@@ -10,7 +10,7 @@ from .._core.engine import Copy, Find, Pass
 from .._core.errors import ArgumentError, StructureError, check_callable
 from .._core.kinds import ARRAY_TYPES, LEAF, flags_of
 from .._core.node import Hits
-from .._core.paths import show_path
+from .._core.paths import path_segments, segment, show_path
 from .._core.rebuild import ready
 from .._core.types import PyTree, ReplaceFn
 from .._frameworks import registry
@@ -154,15 +154,29 @@ def replace(
 
 def aligned(
     hits: Hits, rest: tuple[Any, ...], sel: Any, check: bool, is_leaf: Any
-) -> list[tuple[Any, ...]]:
-    """For each hit, the nodes at its path in the trees of `rest` (copies of their
-    mutable objects, as `fn` gets for `tree`)."""
-    out: list[list[Any]] = [[] for _ in range(len(hits))]
-    segs = [hits.segs(i) for i in range(len(hits))]
+) -> list[list[Any]]:
+    """For each tree of `rest`, its node at each hit's path (copies of its mutable
+    objects, as `fn` gets for `tree`): `columns[t][i]`."""
+    columns: list[list[Any]] = []  # one per tree of `rest`
+    bases, entries = hits.bases, hits.entries
     for t, other in enumerate(rest):
+        column: list[Any] = []
+        columns.append(column)
         found = Aligned(other)
-        for i, s in enumerate(segs):
-            node = found.at(s)
+        parents: dict[int, Any] = {}  # siblings share their base path: looked up once
+        for i in range(len(hits)):
+            base, e = bases[i], entries[i]
+            if e is None:
+                node = found.at(path_segments(base))
+            else:
+                parent = parents.get(id(base))
+                if parent is None:
+                    parent = parents[id(base)] = found.at(path_segments(base))
+                seg = segment(e)
+                if parent is MISSING or seg is None:  # a box's value: the box, opened
+                    node = parent
+                else:
+                    node = found.child(parent, seg)
             if node is MISSING:
                 raise StructureError(
                     f"tw.replace: the selected path {show_path(hits.path(i))} is not in "
@@ -180,8 +194,8 @@ def aligned(
                     )
             if registry.mutable and not flags_of(node) & LEAF:
                 node = Pass(Copy(), is_leaf=is_leaf).run(node).finish()
-            out[i].append(node)
-    return [tuple(o) for o in out]
+            column.append(node)
+    return columns
 
 
 def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:

@@ -4,6 +4,7 @@ ties computed once, keys derived at once and same-shape draws batched."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,13 +82,15 @@ def _apply_each(
     sel: Selector,
     check: bool,
     results: list[Any],
-    others: list[tuple[Any, ...]] | None = None,
+    others: list[list[Any]] | None = None,
 ) -> None:
     """`results[todo[j]]`: `fn`'s result for each node `todo[j]`, `j` in `rest`, called
     one by one (`tw_call(n, key)` for an `fn` with context), checked and placed."""
     tw_call = getattr(fn, "tw_call", None)
     if tw_call is not None or hasattr(fn, "tw_batched"):
         others = None  # the helpers and `tw.init` draw as with one tree
+    one = others[0] if others is not None and len(others) == 1 else None
+    with_rest: Callable[..., Any] = fn  # `fn(path, node, key, *rest_nodes)`
     what = (
         f"{fn!r} (selector {brief(sel)})" if tw_call is not None else f"fn (selector {brief(sel)})"
     )
@@ -101,8 +104,10 @@ def _apply_each(
                 new = tw_call(hits[i], key_list[j])
             elif others is None:
                 new = fn(path, node, key_list[j])
+            elif one is not None:
+                new = with_rest(path, node, key_list[j], one[i])
             else:
-                new = fn(path, node, key_list[j], *others[i])
+                new = with_rest(path, node, key_list[j], *[column[i] for column in others])
         except TreewalkError:
             raise
         except Exception as err:
@@ -152,10 +157,10 @@ def results(
     policy: str,
     sel: Selector,
     check: bool,
-    others: list[tuple[Any, ...]] | None = None,
+    others: list[list[Any]] | None = None,
 ) -> list[Any]:
     """`fn`'s result for each selected node: ties computed once, keys derived at once;
-    `others[i]`, the other trees' nodes at hit `i`'s path, passed after the key."""
+    `others[t][i]`, tree `t`'s node at hit `i`'s path, passed after the key."""
     # Ties: the same array object at several selected paths is computed once.
     nodes = hits.nodes
     owner = list(range(len(hits)))
@@ -191,7 +196,7 @@ def _compute(
     fn: ReplaceFn,
     sel: Selector,
     check: bool,
-    others: list[tuple[Any, ...]] | None = None,
+    others: list[list[Any]] | None = None,
 ) -> list[Any]:
     """`fn`'s result for every node in `todo` (at its index in `hits`), batched by shape
     and dtype where `fn` can (an `fn` that draws takes no nodes of other trees)."""
