@@ -28,6 +28,7 @@ class Aligned:
         self._at: dict[tuple[Any, ...], Any] = {(): unboxed(tree)}
         self._children: dict[int, Any] = {}  # a node's children by segment: `.get`
         self._keys = ChildKeys(child_kinds)  # key entries, learnt once per class
+        self._boxes = registry.refresh().boxes
 
     def at(self, segs: tuple[Any, ...]) -> Any:
         """The node at `segs`, or `MISSING`."""
@@ -48,7 +49,10 @@ class Aligned:
         if child is MISSING:  # a list's `0` beside a dict's `"0"` (an NNX `State`'s keys)
             other = str(seg) if isinstance(seg, int) else _int(seg)
             child = children.get(other, MISSING)
-        return child if child is MISSING else unboxed(child)
+        boxes = self._boxes
+        # `issubclass(type(...))`: an Equinox module answers `isinstance` through its own
+        # `__getattribute__` (`__class__`), ten times slower.
+        return unboxed(child) if boxes and issubclass(type(child), boxes) else child
 
 
 def _children(node: Any, keys: ChildKeys) -> Any:
@@ -58,7 +62,7 @@ def _children(node: Any, keys: ChildKeys) -> Any:
             return node
     elif t is list or t is tuple:
         return dict(enumerate(node))
-    elif registry.fixed_children and isinstance(node, registry.fixed_children):
+    elif registry.fixed_children and issubclass(t, registry.fixed_children):
         # An Equinox module: its fields, learnt once per class (a tenth of `level`'s cost).
         entries = keys(node)
         if all(type(e) is GetAttrKey for e in entries):
@@ -80,7 +84,10 @@ class _Fields:
 
     def __init__(self, node: Any, names: set[str]) -> None:
         self.node, self.names = node, names
-        self.values: dict[str, Any] = getattr(node, "__dict__", {})
+        try:  # not through the module's own `__getattribute__` (Equinox's is slow)
+            self.values: dict[str, Any] = object.__getattribute__(node, "__dict__")
+        except AttributeError:  # a class with `__slots__`
+            self.values = {}
 
     def get(self, name: Any, default: Any) -> Any:
         if name not in self.names:

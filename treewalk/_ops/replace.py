@@ -158,7 +158,8 @@ def aligned(
     """For each tree of `rest`, its node at each hit's path (copies of its mutable
     objects, as `fn` gets for `tree`): `columns[t][i]`."""
     columns: list[list[Any]] = []  # one per tree of `rest`
-    bases, entries = hits.bases, hits.entries
+    bases, entries, nodes = hits.bases, hits.entries, hits.nodes
+    mutable = registry.mutable
     for t, other in enumerate(rest):
         column: list[Any] = []
         columns.append(column)
@@ -183,19 +184,23 @@ def aligned(
                     f"rest[{t}] (selector {brief(sel)}); the trees after fn are aligned "
                     "by path: give them the paths the first tree's selection has."
                 )
-            mine = hits.nodes[i]
+            mine = nodes[i]
             if check and isinstance(mine, ARRAY_TYPES) and isinstance(node, ARRAY_TYPES):
                 if tuple(node.shape) != tuple(mine.shape):
-                    raise StructureError(
-                        f"tw.replace: at {show_path(hits.path(i))}, rest[{t}] holds an "
-                        f"array of shape {tuple(node.shape)}, the tree one of "
-                        f"{tuple(mine.shape)} (selector {brief(sel)}); pass check=False "
-                        "if that is intended."
-                    )
-            if registry.mutable and not flags_of(node) & LEAF:
+                    _shape_error(hits, i, t, node, sel)
+            if mutable and not flags_of(node) & LEAF:
                 node = Pass(Copy(), is_leaf=is_leaf).run(node).finish()
             column.append(node)
     return columns
+
+
+def _shape_error(hits: Hits, i: int, t: int, node: Any, sel: Any) -> None:
+    """Tree `t` of `rest` holds at hit `i` an array of another shape than the tree's."""
+    raise StructureError(
+        f"tw.replace: at {show_path(hits.path(i))}, rest[{t}] holds an array of shape "
+        f"{tuple(node.shape)}, the tree one of {tuple(hits.nodes[i].shape)} (selector "
+        f"{brief(sel)}); pass check=False if that is intended."
+    )
 
 
 def _private_hits(hits: Hits, p: Pass, is_leaf: Any) -> None:
