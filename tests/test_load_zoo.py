@@ -325,3 +325,71 @@ def test_haiku_batchnorm_statistics_load_into_its_state_and_export_back():
     assert sorted(back) == sorted(k for k in sd if k != "bn.num_batches_tracked")
     for k, v in back.items():
         np.testing.assert_array_equal(v, sd[k])
+
+
+def _lstm_keys(prefix, rng, layers=(0,)):
+    n = 4  # square: the input size is the hidden size
+    out = {}
+    for k in layers:
+        out[f"{prefix}weight_ih_l{k}"] = rng.normal(size=(4 * n, n)).astype(np.float32)
+        out[f"{prefix}weight_hh_l{k}"] = rng.normal(size=(4 * n, n)).astype(np.float32)
+        out[f"{prefix}bias_ih_l{k}"] = rng.normal(size=4 * n).astype(np.float32)
+        out[f"{prefix}bias_hh_l{k}"] = rng.normal(size=4 * n).astype(np.float32)
+    return out
+
+
+class Stacked(eqx.Module):
+    rnn: list
+
+    def __init__(self):
+        self.rnn = [eqx.nn.LSTMCell(4, 4, key=jax.random.key(k)) for k in range(2)]
+
+
+def test_a_list_of_cells_is_one_multi_layer_rnn_or_a_list_of_one_layer_rnns():
+    rng = np.random.default_rng(0)
+    stacked = _lstm_keys("rnn.", rng, layers=(0, 1))  # nn.LSTM(4, 4, num_layers=2)
+    net = tw.load(Stacked(), stacked, convention="torch")
+    np.testing.assert_array_equal(net.rnn[1].weight_hh, stacked["rnn.weight_hh_l1"])
+    np.testing.assert_array_equal(
+        net.rnn[1].bias, stacked["rnn.bias_ih_l1"] + stacked["rnn.bias_hh_l1"]
+    )
+    back = tw.export(net, convention="torch")  # written as one multi-layer RNN
+    assert sorted(back) == sorted(stacked)
+    listed = {**_lstm_keys("rnn.0.", rng), **_lstm_keys("rnn.1.", rng)}  # a ModuleList
+    net = tw.load(Stacked(), listed, convention="torch")
+    np.testing.assert_array_equal(net.rnn[1].weight_ih, listed["rnn.1.weight_ih_l0"])
+    with pytest.raises(tw.LoadError, match="twice"):
+        tw.load(Stacked(), {**stacked, **listed}, convention="torch")
+
+
+class Blocks(eqx.Module):
+    layers: list
+
+    def __init__(self):
+        bias = dict.fromkeys(
+            ("use_query_bias", "use_key_bias", "use_value_bias", "use_output_bias"), True
+        )
+        self.layers = [
+            {"self_attn": eqx.nn.MultiheadAttention(2, 4, key=jax.random.key(k), **bias)}
+            for k in range(2)
+        ]
+
+
+def test_attention_deep_in_a_model_is_cut_at_its_own_path():
+    rng = np.random.default_rng(0)
+    sd = {}
+    for k in range(2):
+        p = f"layers.{k}.self_attn."
+        sd[p + "in_proj_weight"] = rng.normal(size=(12, 4)).astype(np.float32)
+        sd[p + "in_proj_bias"] = rng.normal(size=12).astype(np.float32)
+        sd[p + "out_proj.weight"] = rng.normal(size=(4, 4)).astype(np.float32)
+        sd[p + "out_proj.bias"] = rng.normal(size=4).astype(np.float32)
+    net = tw.load(Blocks(), sd, convention="torch")
+    attn = net.layers[1]["self_attn"]
+    w = sd["layers.1.self_attn.in_proj_weight"]
+    np.testing.assert_array_equal(attn.value_proj.weight, w[8:12])
+    np.testing.assert_array_equal(attn.query_proj.bias, sd["layers.1.self_attn.in_proj_bias"][:4])
+    back = tw.export(net, convention="torch")
+    assert sorted(back) == sorted(sd)
+    for key, value in sd.items():
+        np.testing.assert_array_equal(back[key], value)

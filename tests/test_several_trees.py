@@ -674,3 +674,23 @@ def test_per_depth_learning_rate_with_labels():
     updates, _ = tx.update(grads, tx.init(params))
     np.testing.assert_array_equal(updates["blocks"][1]["w"], np.full((3, 3), -0.5, np.float32))
     np.testing.assert_array_equal(updates["head"]["b"], np.full(2, -1.0, np.float32))
+
+
+def test_haiku_params_ema_and_diff():
+    import haiku as hk
+
+    def f(x):
+        return hk.nets.MLP([4, 2])(x)
+
+    net = hk.without_apply_rng(hk.transform(f))
+    x = jnp.ones((1, 3))
+    params = net.init(jax.random.key(0), x)
+    fresh = net.init(jax.random.key(1), x)
+    ema = tw.replace(params, "**/w", lambda p, a, k, b: 0.5 * a + 0.5 * b, fresh)
+    for module in params:
+        want = 0.5 * np.asarray(params[module]["w"]) + 0.5 * np.asarray(fresh[module]["w"])
+        np.testing.assert_array_equal(ema[module]["w"], want)
+        assert ema[module]["b"] is params[module]["b"]
+    d = tw.diff(params, ema)
+    assert sorted(c.path for c in d.changes) == sorted(f"{m}/w" for m in params)
+    assert not tw.diff(params, ema, "**/b")

@@ -11,8 +11,9 @@ from .._core.types import PyTree
 from .._frameworks.checkpoint import KEY_SEPARATOR, LAYOUTS, VECTOR_ROLES, Layout, conversion
 from .._frameworks.composite import Rows
 from .leaves import Leaf, check_convention, model_leaves
-from .plan import Layouts, Rename, layouts_of, renamer_of, rows
+from .rules import Layouts, Rename, layouts_of, renamer_of
 from .sources import normalise
+from .step import orient, rows
 
 
 def export(
@@ -114,9 +115,7 @@ def _converted(leaf: Leaf, convention: str, override: str | None) -> np.ndarray:
         target = LAYOUTS[convention][leaf.family] if override is None else Layout(override)
         decided = conversion(leaf.layout, target, array.ndim)
     if decided is not None:
-        perm, flip = decided
-        array = array if perm is None else array.transpose(perm)
-        return np.flip(array, flip) if flip else array
+        return orient(array, *decided)
     if leaf.role in VECTOR_ROLES and leaf.framework != convention and array.ndim > 1:
         if leaf.flat or sum(d != 1 for d in array.shape) <= 1:
             return array.reshape(-1)

@@ -18,8 +18,10 @@ from .._frameworks import box_partitioning
 from .._ops.replace import replace
 from .._select.atoms import arrays
 from .leaves import Leaf
-from .plan import Layouts, LoadPlan, Rename, Step, plan, tied_to
+from .plan import LoadPlan, plan, tied_to
+from .rules import Layouts, Rename
 from .sources import Source, staging
+from .step import Step
 
 
 def load_plan(
