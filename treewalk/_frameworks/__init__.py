@@ -83,6 +83,7 @@ class _Registry:
         self.boxes: tuple[type, ...] = ()
         self.mutable: tuple[type, ...] = ()
         self.fixed_children: tuple[type, ...] = ()
+        self.variables: tuple[type, ...] = ()  # NNX `Variable`
 
     def refresh(self) -> _Registry:
         n = len(sys.modules)
@@ -93,6 +94,7 @@ class _Registry:
             self.boxes = self.pytree_boxes + self.leaf_boxes
             self.mutable = _mutable_nodes()
             self.fixed_children = _fixed_children()
+            self.variables = _attr("flax.nnx.variablelib", "Variable")
             self.generation += 1
         return self
 
@@ -100,16 +102,27 @@ class _Registry:
 registry = _Registry()
 
 
+#: A pytree box class's child entry name (`"value"`), learnt from its first box.
+_box_names: dict[type, str] = {}
+
+
 def unbox(node: Any, pytree_boxes: tuple[type, ...]) -> tuple[str, Any, _Rebox]:
     """Open one box: `(attribute name, inner value, rebox)`.
 
     `rebox(new_inner)` builds a new box of the same type and metadata around `new_inner`.
     """
-    if isinstance(node, pytree_boxes):
-        (((entry,), inner),), treedef = jax.tree_util.tree_flatten_with_path(
-            node, is_leaf=lambda x: x is not node
-        )
-        return entry.name, inner, lambda new: treedef.unflatten([new])
+    # `issubclass(type(...))`, here and below: NNX's `Variable` answers `isinstance`
+    # through a metaclass method in Python, ten times slower.
+    if issubclass(type(node), pytree_boxes):
+        name = _box_names.get(type(node))
+        if name is None:  # the child's key entry, the same in every box of a class
+            (((entry,), _),), _ = jax.tree_util.tree_flatten_with_path(
+                node, is_leaf=lambda x: x is not node
+            )
+            name = _box_names[type(node)] = entry.name
+        # The plain flatten: a third cheaper than the path flatten, once per box.
+        (inner,), treedef = jax.tree_util.tree_flatten(node, is_leaf=lambda x: x is not node)
+        return name, inner, lambda new: treedef.unflatten([new])
     # A penzai variable: a mutable leaf with `.value`, `.label` and `.metadata`.
     cls = type(node)
     label, metadata = node.label, node.metadata
@@ -119,8 +132,11 @@ def unbox(node: Any, pytree_boxes: tuple[type, ...]) -> tuple[str, Any, _Rebox]:
 def unboxed(value: Any) -> Any:
     """`value` with every box around it opened (an NNX `Param` gives its array)."""
     reg = registry.refresh()
-    while reg.boxes and isinstance(value, reg.boxes):
-        value = unbox(value, reg.pytree_boxes)[1]
+    while reg.boxes and issubclass(type(value), reg.boxes):
+        if issubclass(type(value), reg.variables):  # read, not flattened: 1/20 of the cost
+            value = value.get_raw_value()
+        else:
+            value = unbox(value, reg.pytree_boxes)[1]
     return value
 
 
