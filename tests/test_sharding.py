@@ -172,7 +172,11 @@ def deep_results(deep_abstract):
             key_policy="path",
             strict=True,
         )
-        out[name] = (mesh, m(jax.random.key(1)), m.lower(jax.random.key(1)).compile().as_text())
+        programs = m.lower(jax.random.key(1))
+        # A program per kind of leaf: the layers' weights, their biases, the head.
+        assert len(programs) == 3
+        text = "\n".join(p.compile().as_text() for p in programs)
+        out[name] = (mesh, m(jax.random.key(1)), text)
     return out
 
 
@@ -277,6 +281,49 @@ def test_materialize_key_kinds_and_split_policy():
         split, tw.replace(abstract, "*", NORMAL, key=jax.random.key(0), key_policy="split")
     )
     assert not bool((split["w"] == typed["w"]).all())
+
+
+def test_materialize_programs_per_kind_of_leaf():
+    # torch_default reads each leaf's layer (a bias's fan-in is its weight's): a program
+    # per kind of leaf, drawn with each leaf's own key, gives replace's values.
+    abstract = eqx.filter_eval_shape(Deep, 6, 16, jax.random.key(0))
+    init = tw.init.torch_default()
+    m = _Materializer(abstract, init, plan=None, mesh=None, key_policy="path", strict=True)
+    assert len(m.lower(jax.random.key(2))) == 3  # layers' weights, their biases, the head
+    same_values(m(jax.random.key(2)), tw.replace(abstract, tw.arrays, init, key=jax.random.key(2)))
+
+    # An fn without a signature: its leaves in one program, the same values as replace.
+    def scaled(p, x, k):
+        return 2 * jax.random.normal(k, x.shape, x.dtype)
+
+    m = _Materializer(abstract, scaled, plan=None, mesh=None, key_policy="split", strict=True)
+    assert len(m.lower(jax.random.key(2))) == 1
+    want = tw.replace(abstract, tw.arrays, scaled, key=jax.random.key(2), key_policy="split")
+    same_values(m(jax.random.key(2)), want)
+
+
+def test_materialize_program_holds_one_draw_at_a_time():
+    # XLA:CPU's default scheduler starts all of a program's draws before any finishes: the
+    # temporaries were ~1 leaf each plus a draw's state. treewalk compiles for memory.
+    abstract = {f"w{i}": jax.ShapeDtypeStruct((256, 256), jnp.float32) for i in range(8)}
+
+    def normal(p, x, k):  # no signature: the 8 leaves in one program
+        return jax.random.normal(k, x.shape, x.dtype)
+
+    m = _Materializer(abstract, normal, plan=None, mesh=None, key_policy="path", strict=True)
+    (program,) = m.lower(jax.random.key(0))
+    temp = program.compile().memory_analysis().temp_size_in_bytes
+    leaf = 256 * 256 * 4
+    assert temp <= 4 * leaf, temp / leaf  # the default scheduler's: 10 leaves
+    same_values(
+        m(jax.random.key(0)), tw.replace(abstract, tw.arrays, normal, key=jax.random.key(0))
+    )
+
+
+def test_materialize_init_of_the_wrong_shape_names_the_leaf():
+    abstract = {"enc": {"w": jax.ShapeDtypeStruct((4, 4), jnp.float32)}}
+    with pytest.raises(tw.InitError, match=r"enc/w.*shape \(4, 4\)"):
+        tw.materialize(abstract, lambda p, x, k: jnp.zeros(3))
 
 
 # ---------------------------------------------------------------------------------------
