@@ -62,6 +62,8 @@ class Source:
     #: `{key: (family, layout)}` of the weights whose layout the source itself declares
     #: (a pytree's layer types, a PyTorch module's); a file declares none.
     layouts: dict[str, tuple[str, Layout]] = {}
+    #: The bytes of array data read so far (what `read` and `read_index` returned).
+    bytes_read = 0
 
     def keys(self) -> list[str]:
         """The source's keys, in its own order."""
@@ -93,7 +95,9 @@ class MappingSource(Source):
         return meta_of(self.mapping[key])
 
     def read(self, key: str) -> np.ndarray:
-        return to_numpy(self.mapping[key])
+        out = to_numpy(self.mapping[key])
+        self.bytes_read += out.nbytes
+        return out
 
 
 class SafetensorsSource(Source):
@@ -150,7 +154,9 @@ class SafetensorsSource(Source):
             if step == 1:
                 return self._rows(key, start, max(start, stop))
         with _safe_open()(self.path, framework="numpy") as f:
-            return f.get_slice(key)[index]
+            out = f.get_slice(key)[index]
+        self.bytes_read += out.nbytes
+        return out
 
     def _rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` of the tensor at `key` (all of a scalar), with one `readinto`
@@ -168,6 +174,7 @@ class SafetensorsSource(Source):
             got = f.readinto(raw.data) if want else 0
         if got != want:
             raise ArgumentError(f"tw.load: {self.path!r} ends inside tensor {key!r}.")
+        self.bytes_read += got
         return out
 
 
@@ -238,7 +245,9 @@ class NpzSource(Source):
 
     def read(self, key: str) -> np.ndarray:
         with zipfile.ZipFile(self.path) as z, z.open(self._member[key]) as fp:
-            return np.lib.format.read_array(fp)
+            out = np.lib.format.read_array(fp)
+        self.bytes_read += out.nbytes
+        return out
 
 
 def open_source(source: Any, flatten: Any) -> Source:
