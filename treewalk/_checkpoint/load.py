@@ -333,7 +333,7 @@ def _sharded(src: Source, step: Step, sharding: Sharding) -> jax.Array:
     return jax.make_array_from_callback(tuple(step.leaf.node.shape), sharding, _shards(src, step))
 
 
-def _shards(src: Source, step: Step) -> Callable[[Index], np.ndarray]:
+def _shards(src: Source, step: Step) -> Callable[[Any], np.ndarray]:
     """`index -> the part of the destination array of step` at that index, read as only
     that part of the source where the conversion allows (`Step.part`), else cut from the
     whole, read once; a part asked for twice (two devices holding the same shard) is read
@@ -343,7 +343,7 @@ def _shards(src: Source, step: Step) -> Callable[[Index], np.ndarray]:
     whole: list[np.ndarray] = []
     done: dict[tuple[tuple[int, int, int], ...], np.ndarray] = {}
 
-    def shard(index: Index) -> np.ndarray:
+    def shard(index: Any) -> np.ndarray:  # `Index`; JAX types it `Index | None`
         at = _at(index, shape)
         if at not in done:
             part = step.part(src.read_index, index)
