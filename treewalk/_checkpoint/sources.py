@@ -1,6 +1,7 @@
 """Where `tw.load` reads arrays from: a flat mapping, a pytree, or a file read tensor by
 tensor (`.safetensors`, `.npz`). Every source gives its keys and each tensor's shape and
-dtype before any data is read."""
+dtype before any data is read. And the `.safetensors` file `tw.export` writes, tensor by
+tensor."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import mmap
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -45,6 +46,43 @@ _ST_DTYPES = {
     "U8": "uint8",
     "BOOL": "bool",
 }
+
+
+#: The safetensors code of each dtype numpy (with JAX's `ml_dtypes`) holds.
+_ST_CODES = {jnp.dtype(name): code for code, name in _ST_DTYPES.items()}
+
+
+def safetensors_dtype(dtype: Any) -> str | None:
+    """The safetensors code of `dtype` (`"F32"`), or `None` when the format has none."""
+    return _ST_CODES.get(jnp.dtype(dtype))
+
+
+def write_safetensors(
+    path: str,
+    metas: list[tuple[str, tuple[int, ...], np.dtype]],
+    arrays: Iterable[np.ndarray],
+) -> None:
+    """Write the safetensors file `path`: the header from `metas` (`(key, shape, dtype)`,
+    in the order the data follows: give larger items first, and each tensor's data is
+    aligned to its item size), then each of `arrays` (C-contiguous, as `metas` says)
+    as it comes, so only one need exist at a time."""
+    header: dict[str, Any] = {}
+    end = 0
+    for key, shape, dtype in metas:
+        size = math.prod(shape) * dtype.itemsize
+        header[key] = {
+            "dtype": safetensors_dtype(dtype),
+            "shape": list(shape),
+            "data_offsets": [end, end + size],
+        }
+        end += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for (key, shape, dtype), array in zip(metas, arrays, strict=True):
+            assert array.shape == shape and array.dtype == dtype, key
+            f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def normalise(key: str) -> str:
