@@ -4,6 +4,7 @@ tensor at a time (from a model sharded over several processes too)."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple, overload
 
@@ -15,9 +16,9 @@ from .._core.errors import ArgumentError
 from .._core.types import PyTree
 from .._frameworks.checkpoint import KEY_SEPARATOR, LAYOUTS, VECTOR_ROLES, Layout, conversion
 from .._frameworks.composite import Rows
-from .leaves import Leaf, check_convention, model_leaves
+from .leaves import Leaf, check_convention, held, index_key, model_leaves, on_host
 from .rules import Layouts, Rename, layouts_of, renamer_of
-from .sources import normalise, safetensors_dtype, write_safetensors
+from .sources import normalise, safetensors_dtype, staging, write_safetensors
 from .step import orient, rows
 
 
@@ -256,20 +257,25 @@ def _meta(parts: list[_Part], convention: str) -> tuple[tuple[int, ...], np.dtyp
     return shapes[0], np.dtype(parts[0].leaf.node.dtype)
 
 
-def _spread(x: Any) -> bool:
-    """Is `x` an array of which this process holds only part (sharded over devices of
-    several processes, not replicated)?"""
-    return (
-        isinstance(x, jax.Array)
-        and not x.is_fully_addressable
-        and not x.sharding.is_fully_replicated
-    )
+def _spread(x: Any, process: int | None = None) -> bool:
+    """Is `x` a global array (over devices of several processes) of which the devices of
+    `process` (by default this one) hold only part?"""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return False
+    process = jax.process_index() if process is None else process
+    shape = x.shape
+    parts = {
+        index_key(index, shape)
+        for device, index in x.sharding.devices_indices_map(shape).items()
+        if device.process_index == process
+    }
+    # The distinct shards of a sharding do not overlap: all of it is their sizes' sum.
+    return sum(math.prod(len(range(*a)) for a in part) for part in parts) < x.size
 
 
 def _here(leaf: Leaf) -> np.ndarray:
     """The array of `leaf` as numpy, from this process alone."""
-    x = leaf.node
-    if _spread(x):
+    if _spread(leaf.node):
         raise ArgumentError(
             f"tw.export: the array at {leaf.name!r} is sharded over devices of other "
             f"processes (this is process {jax.process_index()} of {jax.process_count()}), "
@@ -277,9 +283,20 @@ def _here(leaf: Leaf) -> np.ndarray:
             "the file instead, from every process: tw.export(model, 'model.safetensors', "
             "...) (process 0 writes it, gathering one array at a time)."
         )
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(x.addressable_data(0))  # replicated: this process holds it
-    return np.asarray(x)
+    return _on_host(leaf.node)
+
+
+def _on_host(x: Any) -> np.ndarray:
+    """`x`, which this process holds all of, as numpy: its memory where one device holds
+    it, else assembled from its shards into a buffer of our own (`np.asarray` would keep
+    that copy cached on the model's array: the model's size again)."""
+    parts = held(x)
+    if len(parts) == 1:
+        return on_host(parts[0][1])
+    out = staging(x.shape, x.dtype)
+    for index, part in parts:
+        out[index] = on_host(part)
+    return out
 
 
 def _write(path: str, keys: dict[str, list[_Part]], convention: str) -> None:
@@ -295,24 +312,22 @@ def _write(path: str, keys: dict[str, list[_Part]], convention: str) -> None:
             )
     order = sorted(keys, key=lambda k: -metas[k][1].itemsize)  # stable: the model's order
 
-    def gathered(leaf: Leaf) -> np.ndarray:  # every process takes part
-        return multihost_utils.process_allgather(leaf.node, tiled=True)
+    def arrays(parts: list[_Part]) -> list[Any]:  # every process, in the same order
+        return [
+            multihost_utils.process_allgather(p.leaf.node, tiled=True)
+            if _spread(p.leaf.node, 0)
+            else p.leaf.node
+            for p in parts
+        ]
 
     if jax.process_index() == 0:
         values = (
-            _value(
-                keys[key],
-                [gathered(p.leaf) if _spread(p.leaf.node) else _here(p.leaf) for p in keys[key]],
-                convention,
-                copy=False,
-            )
-            for key in order
+            _value(keys[k], [_on_host(a) for a in arrays(keys[k])], convention, copy=False)
+            for k in order
         )
-        write_safetensors(path, [(key, *metas[key]) for key in order], values)
+        write_safetensors(path, [(k, *metas[k]) for k in order], values)
     else:
-        for key in order:  # the gathers, in process 0's order
-            for part in keys[key]:
-                if _spread(part.leaf.node):
-                    gathered(part.leaf)
+        for k in order:
+            arrays(keys[k])  # this process's part of the gathers
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"tw.export {path}")

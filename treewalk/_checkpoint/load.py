@@ -19,11 +19,11 @@ from .._core.types import PyTree
 from .._frameworks import box_partitioning
 from .._ops.replace import replace
 from .._select.atoms import arrays
-from .leaves import Leaf
+from .leaves import Leaf, held, index_key, on_host
 from .plan import LoadPlan, plan, tied_to
 from .rules import Layouts, Rename
 from .sources import Source, staging
-from .step import Index, Step
+from .step import Step
 
 
 def load_plan(
@@ -188,9 +188,9 @@ def load(
         _left_out(p)
         return tree
     new = _read(p, todo, mesh)
+    _check_ties(p, new)
     if _log.isEnabledFor(logging.DEBUG):
         _log.debug(*_report(p.source, new))
-    _check_ties(p, new)
     _set_after_load(p, new)
     _left_out(p)
     return replace(tree, arrays, lambda path, node, key: new.get(keystr(path), node), strict=False)
@@ -198,14 +198,14 @@ def load(
 
 def _report(src: Source, new: dict[str, Any]) -> tuple[Any, ...]:
     """The debug record of what one `tw.load` read: its message and its numbers."""
-    held = sum(part.nbytes for array in new.values() for _, part in _held(array))
+    holds = sum(part.nbytes for array in new.values() for _, part in held(array))
     return (
         "tw.load: read %d bytes of array data from %s; the %d arrays loaded hold %d bytes "
         "on the devices of this process (%d of %d)",
         src.bytes_read,
         getattr(src, "path", type(src).__name__),
         len(new),
-        held,
+        holds,
         jax.process_index(),
         jax.process_count(),
     )
@@ -255,8 +255,8 @@ def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
     for tied, loaded in tied_to(p):
         assert tied.key is not None and loaded.leaf is not None and loaded.key is not None
         other = _shards(p.source, tied)
-        for index, held in _held(new[loaded.leaf.key]):
-            first, second = np.asarray(held), other(index)
+        for index, part in held(new[loaded.leaf.key]):
+            first, second = on_host(part), other(index)
             if second.shape == first.shape and np.array_equal(second.astype(first.dtype), first):
                 continue
             raise _error(
@@ -266,22 +266,6 @@ def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
                 "values; nothing was loaded. Fix: load one of them (skip the other with "
                 "rename=[(regex, None)]), or untie the destination.",
             )
-
-
-def _held(array: Any) -> list[tuple[Index, Any]]:
-    """`(index, values)` of each distinct part of `array` this process's devices hold (a
-    numpy array: all of it)."""
-    if not isinstance(array, jax.Array):
-        return [((slice(None),) * np.ndim(array), array)]
-    out: dict[Any, tuple[Index, Any]] = {}
-    for shard in array.addressable_shards:
-        out.setdefault(_at(shard.index, array.shape), (shard.index, shard.data))
-    return list(out.values())
-
-
-def _at(index: Index, shape: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
-    """`index` into an array of `shape`, hashable (a slice is not, before Python 3.12)."""
-    return tuple(s.indices(n) for s, n in zip(index, shape, strict=True))
 
 
 #: `tw.load` says at DEBUG level what it read, in each process (the `treewalk` logger).
@@ -344,7 +328,7 @@ def _shards(src: Source, step: Step) -> Callable[[Any], np.ndarray]:
     done: dict[tuple[tuple[int, int, int], ...], np.ndarray] = {}
 
     def shard(index: Any) -> np.ndarray:  # `Index`; JAX types it `Index | None`
-        at = _at(index, shape)
+        at = index_key(index, shape)
         if at not in done:
             part = step.part(src.read_index, index)
             if part is None:

@@ -83,6 +83,7 @@ def write_safetensors(
         for (key, shape, dtype), array in zip(metas, arrays, strict=True):
             assert array.shape == shape and array.dtype == dtype, key
             f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+            del array  # before the next one is made
 
 
 def normalise(key: str) -> str:

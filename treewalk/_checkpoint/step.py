@@ -13,11 +13,8 @@ import numpy as np
 
 from .._frameworks.checkpoint import CONVENTIONS, LAYOUTS, Layout, conversion
 from .._frameworks.composite import Rows, Term
-from .leaves import Leaf, vector_reshape
+from .leaves import Index, Leaf, vector_reshape
 from .sources import Source, normalise, staging
-
-#: An index into an array: one slice per axis (as JAX gives a shard's).
-Index: TypeAlias = tuple[slice, ...]
 
 
 class Step:
