@@ -118,14 +118,14 @@ def load(
 
     **Placement.** Boxes stay (an NNX `Param`, a linen `Partitioned`, with their
     metadata); a sharded destination array gets the new one in its sharding, each device
-    given only its shard (read shard by shard from a file when no transpose is needed);
-    an abstract destination (`jax.ShapeDtypeStruct` leaves from `eqx.filter_eval_shape`,
-    `nnx.eval_shape`, `jax.eval_shape`) is materialised straight from the source. Files
-    are read one tensor at a time, and a shard as only its part of the file (through a
-    transpose, flip, reshape or packed rows too; once when two devices hold it). Across
-    processes (`jax.distributed`) each process reads only its own devices' shards. What
-    was read is logged at DEBUG level on the `treewalk` logger: the bytes of array data
-    read, and the bytes the loaded arrays hold on this process's devices.
+    given only its shard; an abstract destination (`jax.ShapeDtypeStruct` leaves from
+    `eqx.filter_eval_shape`, `nnx.eval_shape`, `jax.eval_shape`) is materialised straight
+    from the source. Files are read one tensor at a time, and a shard as only its part of
+    the file (through a transpose, flip, reshape or packed rows too; once when two devices
+    hold it). Across processes (`jax.distributed`) each process reads only its own
+    devices' shards. What was read is logged at DEBUG level on the `treewalk` logger: the
+    bytes of array data read, and the bytes the loaded arrays hold on this process's
+    devices.
 
     **Arguments:**
 
