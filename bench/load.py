@@ -46,14 +46,16 @@ def status(field: str) -> int:
     raise KeyError(field)
 
 
-def make_file(path: str, layers: int) -> int:
+def make_file(path: str, layers: int, width: int = WIDTH) -> int:
+    """A PyTorch-style safetensors file of `layers` Linear(width, width) under `layers.`;
+    its data bytes."""
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
     sd = {}
     for i in range(layers):
-        sd[f"layers.{i}.weight"] = rng.standard_normal((WIDTH, WIDTH), np.float32)
-        sd[f"layers.{i}.bias"] = rng.standard_normal(WIDTH, np.float32)
+        sd[f"layers.{i}.weight"] = rng.standard_normal((width, width), np.float32)
+        sd[f"layers.{i}.bias"] = rng.standard_normal(width, np.float32)
     save_file(sd, path)
     return sum(v.nbytes for v in sd.values())
 

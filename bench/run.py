@@ -14,6 +14,11 @@ ratio above 1 means the alternative is slower than treewalk.
 Case 6 (peak memory) runs each variant in its own subprocess (`--mem-worker`) and reads
 `resource.getrusage(RUSAGE_SELF).ru_maxrss`; it reports the peak *above* the process's
 resident memory just before the model is made, divided by the model's bytes.
+
+Case 10 (`tw.load` and `tw.export` across processes) runs one process with 4 CPU devices,
+then two (`jax.distributed` on localhost, gloo) with 2 each (`--load-worker`); per process
+it reports the bytes read and the peak resident memory above the process's before the
+load, against the bytes of the distinct shards its devices hold (its share).
 """
 
 from __future__ import annotations
@@ -569,6 +574,195 @@ def case6(quick: bool) -> None:
         record("6t", label, variant, r["wall"])
 
 
+# --------------------------------------------------------------------------- case 10
+
+
+def _load_model(quick: bool) -> tuple[int, int]:
+    # Layers of Linear(d, d): quick 4 x 256 -> 1 MB; full 16 x 2048 -> 268 MB.
+    return (4, 256) if quick else (16, 2048)
+
+
+def _rchar() -> int:
+    """The bytes this process has read through `read` calls, page cache included."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def load_worker(spec: str) -> None:
+    """One process of case 10: load the file into the model sharded over the global
+    (4,) mesh, then export it back; print a JSON line with what this process read, held
+    and peaked at, and the wall times."""
+    import logging
+
+    import equinox as eqx
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import treewalk as tw
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from load import status
+
+    s = json.loads(spec)
+    if s["processes"] > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=f"127.0.0.1:{s['port']}",
+            num_processes=s["processes"],
+            process_id=s["process_id"],
+            initialization_timeout=60,
+        )
+    counts: list[int] = []
+
+    class BytesRead(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.msg.startswith("tw.load: read"):
+                counts.append(record.args[0])  # type: ignore[index]
+
+    logging.getLogger("treewalk").addHandler(BytesRead(logging.DEBUG))
+    logging.getLogger("treewalk").setLevel(logging.DEBUG)
+    n_layers, d = s["layers"], s["d"]
+    mesh = jax.make_mesh((jax.device_count(),), ("x",))
+    rows, replicated = NamedSharding(mesh, P("x", None)), NamedSharding(mesh, P())
+
+    def abstract(n: int, width: int) -> Any:
+        model = eqx.filter_eval_shape(
+            lambda k: {"layers": [eqx.nn.Linear(width, width, key=k) for _ in range(n)]},
+            jax.random.key(0),
+        )
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                x.shape, x.dtype, sharding=rows if x.ndim == 2 else replicated
+            ),
+            model,
+        )
+
+    # Warm up on a small file: imports, dispatch, every device's runtime, the gathers.
+    warm = tw.load(abstract(2, 256), s["warm"], convention="torch")
+    tw.export(warm, s["out"] + ".warm", convention="torch")
+    del warm
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    base, rchar = status("VmRSS"), _rchar()
+    t0 = time.perf_counter()
+    model = block(tw.load(abstract(n_layers, d), s["path"], convention="torch"))
+    load_s = time.perf_counter() - t0
+    load_peak, read_by_io = status("VmHWM") - base, _rchar() - rchar
+    held = sum(
+        sum(sh.data.nbytes for sh in {str(sh.index): sh for sh in x.addressable_shards}.values())
+        for x in jax.tree.leaves(model)
+    )
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS")
+    t0 = time.perf_counter()
+    tw.export(model, s["out"], convention="torch")
+    export_s = time.perf_counter() - t0
+    export_peak = status("VmHWM") - base
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "load_s": load_s,
+                "read": counts[-1],
+                "read_by_io": read_by_io,
+                "held": held,
+                "load_peak": load_peak,
+                "export_s": export_s,
+                "export_peak": export_peak,
+                "largest": d * d * 4,
+            }
+        )
+    )
+    if s["processes"] > 1:
+        jax.distributed.shutdown()
+
+
+def case10(quick: bool) -> None:
+    """`tw.load` of a safetensors file into a model sharded over 4 CPU devices, every
+    weight split by rows and every bias replicated: one process with the 4 devices,
+    against two processes (`jax.distributed` on localhost) with 2 each. Per process: the
+    bytes read (what `tw.load` logs; `/proc/self/io`'s rchar agrees), and the peak resident
+    memory above the process's before the load, both against the process's share (the
+    bytes of the distinct shards its devices hold); the wall time of the slowest
+    process. Then `tw.export` of the loaded model back to a file, each the same way."""
+    import socket
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from load import make_file
+
+    n_layers, d = _load_model(quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, warm = os.path.join(tmp, "model.safetensors"), os.path.join(tmp, "warm.safetensors")
+        nbytes = make_file(path, n_layers, d)
+        make_file(warm, 2, 256)
+        for f in (path, warm):  # into the page cache, for every variant alike
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        label = f"{n_layers} x eqx Linear({d}, {d}) = {nbytes / 1e6:.0f} MB, (4,) mesh"
+        print(f"case 10: tw.load into a model sharded over 4 CPU devices ({label})")
+        for processes in (1, 2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            env = dict(os.environ)
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={4 // processes}"
+            procs = []
+            for i in range(processes):
+                spec = {
+                    "path": path,
+                    "warm": warm,
+                    "out": os.path.join(tmp, f"out{processes}.safetensors"),
+                    "layers": n_layers,
+                    "d": d,
+                    "processes": processes,
+                    "process_id": i,
+                    "port": port,
+                }
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--load-worker",
+                    json.dumps(spec),
+                ]
+                procs.append(
+                    subprocess.Popen(
+                        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                    )
+                )
+            results = []
+            for p in procs:
+                out, err = p.communicate(timeout=600)
+                lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+                if p.returncode or not lines:
+                    print(err[-2000:], file=sys.stderr)
+                    raise SystemExit(f"case 10: a worker of {processes} process(es) failed")
+                results.append(json.loads(lines[-1]))
+            how = f"{processes} process{'es' if processes > 1 else ''} x {4 // processes} devices"
+            record("10t", label, f"treewalk: tw.load, {how}", max(r["load_s"] for r in results))
+            for r in results:
+                who = f"{how}, process {r['process']}"
+                extra = {k: r[k] for k in ("read", "read_by_io", "held", "load_peak")}
+                share = r["held"] / nbytes
+                record("10r", label, f"read / share, {who}", r["read"] / r["held"], unit="x")
+                record("10m", label, f"peak / share, {who}", r["load_peak"] / r["held"], unit="x")
+                print(f"        share {share:.2f} of the file; {extra}", flush=True)
+            record(
+                "10e", label, f"treewalk: tw.export, {how}", max(r["export_s"] for r in results)
+            )
+            for r in results:
+                who = f"{how}, process {r['process']}"
+                peak = r["export_peak"] / r["largest"]
+                record("10x", label, f"export peak / largest array, {who}", peak, unit="x")
+        with open(os.path.join(tmp, "out1.safetensors"), "rb") as a:
+            with open(os.path.join(tmp, "out2.safetensors"), "rb") as b:
+                assert a.read() == b.read(), "one and two processes exported different files"
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -870,17 +1064,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small trees, seconds (CI smoke)")
     ap.add_argument("--slow", action="store_true", help="also per-leaf jit at 2,000 leaves")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated case numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated case numbers")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per tool")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--first-call-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--load-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_worker:
         mem_worker(args.mem_worker, args.quick)
         return
     if args.first_call_worker:
         first_call_worker(args.first_call_worker)
+        return
+    if args.load_worker:
+        load_worker(args.load_worker)
         return
     repeats = args.repeats or (3 if args.quick else 7)
     only = {c.strip() for c in args.only.split(",")}
@@ -919,6 +1117,8 @@ def main() -> None:
         case8(args.quick, repeats)
     if "9" in only:
         case9(args.quick, repeats)
+    if "10" in only:
+        case10(args.quick)
     print()
     print(table())
     print(f"\ntotal {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")

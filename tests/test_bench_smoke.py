@@ -40,6 +40,11 @@ EXPECTED = {
     "5r": ["run: treewalk", "run: per-leaf"],
     "6m": ["treewalk: eqx.filter_eval_shape + replace", "construct eqx model"],
     "6t": ["treewalk: eqx.filter_eval_shape + replace", "construct eqx model"],
+    "10t": ["treewalk: tw.load, 1 process", "treewalk: tw.load, 2 processes"],
+    "10r": ["read / share, 1 process", "read / share, 2 processes x 2 devices, process 1"],
+    "10m": ["peak / share, 1 process", "peak / share, 2 processes x 2 devices, process 1"],
+    "10e": ["treewalk: tw.export, 1 process", "treewalk: tw.export, 2 processes"],
+    "10x": ["export peak / largest array, 1 process", "export peak / largest array, 2 proc"],
 }
 
 

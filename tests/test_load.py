@@ -2,6 +2,7 @@
 tests/fixtures were made by real PyTorch (tests/fixtures/make_torch_fixtures.py); the
 nets are re-implemented in Equinox, Flax NNX, linen and Haiku in tests/load_models.py."""
 
+import json
 import mmap
 
 import equinox as eqx
@@ -259,6 +260,62 @@ def test_export_then_load_is_the_identity(framework, convention, tmp_path):
     leaves_equal(tw.load(model, out, convention=convention), model)
     save_file(out, str(tmp_path / "m.safetensors"))
     leaves_equal(tw.load(model, tmp_path / "m.safetensors", convention=convention), model)
+    assert tw.export(model, tmp_path / "w.safetensors", convention=convention) is None
+    _same_dict(load_file(tmp_path / "w.safetensors"), out)
+    leaves_equal(tw.load(model, tmp_path / "w.safetensors", convention=convention), model)
+
+
+def _same_dict(got, want):
+    assert list(got) == list(want) or sorted(got) == sorted(want)
+    for k, v in want.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
+class Mixed(eqx.Module):
+    attn: eqx.nn.MultiheadAttention
+    cell: eqx.nn.LSTMCell
+    half: jax.Array
+    steps: jax.Array
+    table: np.ndarray
+
+    def __init__(self, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.attn = eqx.nn.MultiheadAttention(
+            2, 8, use_query_bias=True, use_key_bias=True, use_value_bias=True, key=k1
+        )
+        self.cell = eqx.nn.LSTMCell(4, 8, key=k2)
+        self.half = jax.random.normal(k3, (3, 5), jnp.bfloat16)
+        self.steps = jnp.arange(3, dtype=jnp.int32)
+        self.table = np.linspace(0, 1, 7)  # float64, numpy
+
+
+def test_export_to_a_file_writes_what_the_dict_holds_aligned(tmp_path):
+    # Rows packed into one key (in_proj_weight), a sum written as its first term and
+    # zeros (the LSTM's two biases), bfloat16, int32, float64: each tensor written as it
+    # is converted, in item-size order, so each one's data is aligned to its item size.
+    model = Mixed(jax.random.key(0))
+    want = tw.export(model, convention="torch")
+    assert want["attn.in_proj_weight"].shape == (24, 8)
+    path = tmp_path / "mixed.safetensors"
+    tw.export(model, path, convention="torch")
+    got = load_file(path)
+    _same_dict(got, want)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    assert n % 8 == 0
+    items = sorted(header.values(), key=lambda v: v["data_offsets"][0])
+    sizes = [
+        want[k].dtype.itemsize for k in sorted(header, key=lambda k: header[k]["data_offsets"][0])
+    ]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 8
+    assert all(v["data_offsets"][0] % s == 0 for v, s in zip(items, sizes, strict=True))
+    back = tw.load(model, path, convention="torch")
+    leaves_equal(back, model)
+    with pytest.raises(tw.ArgumentError, match="'x' has dtype complex64"):
+        tw.export({"x": jnp.ones(2, jnp.complex64)}, tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()
 
 
 def test_export_keys_per_convention():

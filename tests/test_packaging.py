@@ -167,6 +167,7 @@ NOT_ON_THE_FLOOR = {
     "test_docs.py",  # the docs' code blocks use the frameworks
     "test_bench_smoke.py",  # the benchmark compares against the frameworks
     "test_multiprocess.py",  # the example it runs builds an Equinox model
+    "test_multiprocess_load.py",  # its workers load into Equinox and NNX models
     "test_tooling.py",  # ruff, pyright
     "test_site.py",  # mkdocs
     "test_packaging.py",  # build, hatchling

@@ -5,7 +5,7 @@ source) and `tw.export`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,9 @@ from .._core.paths import Path, path_segments, path_str
 from .._frameworks import checkpoint as conv
 from .._frameworks import composite
 from .._select.atoms import arrays
+
+#: An index into an array: one slice per axis (as JAX gives a shard's).
+Index: TypeAlias = tuple[slice, ...]
 
 
 class Leaf:
@@ -296,3 +299,28 @@ def vector_reshape(leaf: Leaf, shape: tuple[int, ...], target: tuple[int, ...]) 
     return [d for d in shape if d != 1] == [d for d in target if d != 1] and int(
         np.prod(shape)
     ) == int(np.prod(target))
+
+
+def held(array: Any) -> list[tuple[Index, Any]]:
+    """`(index, values)` of each distinct part of `array` that this process's devices hold,
+    the values a single-device array (a numpy array: all of it, as it is)."""
+    if not isinstance(array, jax.Array):
+        return [((slice(None),) * np.ndim(array), array)]
+    out: dict[Any, tuple[Index, Any]] = {}
+    for shard in array.addressable_shards:
+        out.setdefault(index_key(shard.index, array.shape), (shard.index, shard.data))
+    return list(out.values())
+
+
+def index_key(index: Index, shape: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """`index` into an array of `shape`, hashable (a slice is not, before Python 3.12)."""
+    return tuple(s.indices(n) for s, n in zip(index, shape, strict=True))
+
+
+def on_host(part: Any) -> np.ndarray:
+    """A part `held` gives, as numpy, leaving no copy cached on the model's array: on the
+    CPU a view of its memory; from another device, through a CPU array of its own
+    (`np.asarray` of an accelerator's array keeps its host copy for the array's life)."""
+    if isinstance(part, jax.Array) and any(d.platform != "cpu" for d in part.devices()):
+        part = jax.device_put(part, jax.local_devices(backend="cpu")[0])
+    return np.asarray(part)

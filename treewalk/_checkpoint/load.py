@@ -4,7 +4,9 @@ convention, everything checked first."""
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -17,7 +19,7 @@ from .._core.types import PyTree
 from .._frameworks import box_partitioning
 from .._ops.replace import replace
 from .._select.atoms import arrays
-from .leaves import Leaf
+from .leaves import Leaf, held, index_key, on_host
 from .plan import LoadPlan, plan, tied_to
 from .rules import Layouts, Rename
 from .sources import Source, staging
@@ -116,10 +118,14 @@ def load(
 
     **Placement.** Boxes stay (an NNX `Param`, a linen `Partitioned`, with their
     metadata); a sharded destination array gets the new one in its sharding, each device
-    given only its shard (read shard by shard from a file when no transpose is needed);
-    an abstract destination (`jax.ShapeDtypeStruct` leaves from `eqx.filter_eval_shape`,
-    `nnx.eval_shape`, `jax.eval_shape`) is materialised straight from the source. Files
-    are read one tensor at a time.
+    given only its shard; an abstract destination (`jax.ShapeDtypeStruct` leaves from
+    `eqx.filter_eval_shape`, `nnx.eval_shape`, `jax.eval_shape`) is materialised straight
+    from the source. Files are read one tensor at a time, and a shard as only its part of
+    the file (through a transpose, flip, reshape or packed rows too; once when two devices
+    hold it). Across processes (`jax.distributed`) each process reads only its own
+    devices' shards. What was read is logged at DEBUG level on the `treewalk` logger: the
+    bytes of array data read, and the bytes the loaded arrays hold on this process's
+    devices.
 
     **Arguments:**
 
@@ -187,9 +193,26 @@ def load(
         return tree
     new = _read(p, todo, mesh)
     _check_ties(p, new)
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug(*_report(p.source, new))
     _set_after_load(p, new)
     _left_out(p)
     return replace(tree, arrays, lambda path, node, key: new.get(keystr(path), node), strict=False)
+
+
+def _report(src: Source, new: dict[str, Any]) -> tuple[Any, ...]:
+    """The debug record of what one `tw.load` read: its message and its numbers."""
+    holds = sum(part.nbytes for array in new.values() for _, part in held(array))
+    return (
+        "tw.load: read %d bytes of array data from %s; the %d arrays loaded hold %d bytes "
+        "on the devices of this process (%d of %d)",
+        src.bytes_read,
+        getattr(src, "path", type(src).__name__),
+        len(new),
+        holds,
+        jax.process_index(),
+        jax.process_count(),
+    )
 
 
 def _error(p: LoadPlan, message: str) -> LoadError:
@@ -231,12 +254,15 @@ def _set_after_load(p: LoadPlan, new: dict[str, Any]) -> None:
 
 def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
     """A tied destination array given by two source keys: the second must hold what the
-    first does (safetensors ties store one tensor; a state_dict lists both)."""
+    first does (safetensors ties store one tensor; a state_dict lists both). Each process
+    compares the shards it holds, reading only those parts of the second key."""
     for tied, loaded in tied_to(p):
         assert tied.key is not None and loaded.leaf is not None and loaded.key is not None
-        other = tied.build(p.source.read)
-        first = np.asarray(new[loaded.leaf.key])
-        if other.shape != first.shape or not np.array_equal(other.astype(first.dtype), first):
+        other = _shards(p.source, tied)
+        for index, part in held(new[loaded.leaf.key]):
+            first, second = on_host(part), other(index)
+            if second.shape == first.shape and np.array_equal(second.astype(first.dtype), first):
+                continue
             raise _error(
                 p,
                 f"tw.load: {tied.destination!r} and {loaded.destination!r} are one array (a "
@@ -245,6 +271,9 @@ def _check_ties(p: LoadPlan, new: dict[str, Any]) -> None:
                 "rename=[(regex, None)]), or untie the destination.",
             )
 
+
+#: `tw.load` says at DEBUG level what it read, in each process (the `treewalk` logger).
+_log = logging.getLogger(__name__)
 
 #: Arrays for one device are put there in batches of about this many bytes: one
 #: `device_put` per batch (not per array), with only one batch on the host at a time.
@@ -286,23 +315,34 @@ def _read(p: LoadPlan, todo: dict[str, Step], mesh: Any) -> dict[str, Any]:
 
 
 def _sharded(src: Source, step: Step, sharding: Sharding) -> jax.Array:
-    """The array for `step` in `sharding`, each device given (and read) only its shard."""
-    assert step.leaf is not None and step.key is not None
-    node, key = step.leaf.node, step.key
-    if step.reshape or step.flip or step.composite:
-        whole = step.build(src.read)
-        return jax.make_array_from_callback(node.shape, sharding, lambda i: _own(src, whole[i]))
-    perm = step.perm
+    """The array for `step` in `sharding`, each of this process's devices given (and read)
+    only its shard: JAX asks only for the shards of this process's devices."""
+    assert step.leaf is not None
+    return jax.make_array_from_callback(tuple(step.leaf.node.shape), sharding, _shards(src, step))
 
-    def shard(index: Any) -> np.ndarray:
-        if perm is not None:
-            src_index: list[slice] = [slice(None)] * len(perm)
-            for j, axis in enumerate(perm):
-                src_index[axis] = index[j]
-            index = tuple(src_index)
-        return _own(src, step.convert(src.read_index(key, index)))
 
-    return jax.make_array_from_callback(tuple(node.shape), sharding, shard)
+def _shards(src: Source, step: Step) -> Callable[[Any], np.ndarray]:
+    """`index -> the part of the destination array of step` at that index, read as only
+    that part of the source where the conversion allows (`Step.part`), else cut from the
+    whole, read once; a part asked for twice (two devices holding the same shard) is read
+    once."""
+    assert step.leaf is not None
+    shape = tuple(step.leaf.node.shape)
+    whole: list[np.ndarray] = []
+    done: dict[tuple[tuple[int, int, int], ...], np.ndarray] = {}
+
+    def shard(index: Any) -> np.ndarray:  # `Index`; JAX types it `Index | None`
+        at = index_key(index, shape)
+        if at not in done:
+            part = step.part(src.read_index, index)
+            if part is None:
+                if not whole:
+                    whole.append(step.build(src.read))
+                part = whole[0][index]
+            done[at] = _own(src, part)
+        return done[at]
+
+    return shard
 
 
 def _own(src: Source, array: np.ndarray) -> np.ndarray:

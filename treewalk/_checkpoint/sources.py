@@ -1,6 +1,7 @@
 """Where `tw.load` reads arrays from: a flat mapping, a pytree, or a file read tensor by
 tensor (`.safetensors`, `.npz`). Every source gives its keys and each tensor's shape and
-dtype before any data is read."""
+dtype before any data is read. And the `.safetensors` file `tw.export` writes, tensor by
+tensor."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import mmap
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -47,6 +48,44 @@ _ST_DTYPES = {
 }
 
 
+#: The safetensors code of each dtype numpy (with JAX's `ml_dtypes`) holds.
+_ST_CODES = {jnp.dtype(name): code for code, name in _ST_DTYPES.items()}
+
+
+def safetensors_dtype(dtype: Any) -> str | None:
+    """The safetensors code of `dtype` (`"F32"`), or `None` when the format has none."""
+    return _ST_CODES.get(jnp.dtype(dtype))
+
+
+def write_safetensors(
+    path: str,
+    metas: list[tuple[str, tuple[int, ...], np.dtype]],
+    arrays: Iterable[np.ndarray],
+) -> None:
+    """Write the safetensors file `path`: the header from `metas` (`(key, shape, dtype)`,
+    in the order the data follows: give larger items first, and each tensor's data is
+    aligned to its item size), then each of `arrays` (C-contiguous, as `metas` says)
+    as it comes, so only one need exist at a time."""
+    header: dict[str, Any] = {}
+    end = 0
+    for key, shape, dtype in metas:
+        size = math.prod(shape) * dtype.itemsize
+        header[key] = {
+            "dtype": safetensors_dtype(dtype),
+            "shape": list(shape),
+            "data_offsets": [end, end + size],
+        }
+        end += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for (key, shape, dtype), array in zip(metas, arrays, strict=True):
+            assert array.shape == shape and array.dtype == dtype, key
+            f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+            del array  # before the next one is made
+
+
 def normalise(key: str) -> str:
     """A key with `.` and `/` both read as separators, written with `/`."""
     return "/".join(s for s in _SPLIT.split(key) if s)
@@ -62,6 +101,8 @@ class Source:
     #: `{key: (family, layout)}` of the weights whose layout the source itself declares
     #: (a pytree's layer types, a PyTorch module's); a file declares none.
     layouts: dict[str, tuple[str, Layout]] = {}
+    #: The bytes of array data read so far (what `read` and `read_index` returned).
+    bytes_read = 0
 
     def keys(self) -> list[str]:
         """The source's keys, in its own order."""
@@ -93,7 +134,9 @@ class MappingSource(Source):
         return meta_of(self.mapping[key])
 
     def read(self, key: str) -> np.ndarray:
-        return to_numpy(self.mapping[key])
+        out = to_numpy(self.mapping[key])
+        self.bytes_read += out.nbytes
+        return out
 
 
 class SafetensorsSource(Source):
@@ -150,7 +193,9 @@ class SafetensorsSource(Source):
             if step == 1:
                 return self._rows(key, start, max(start, stop))
         with _safe_open()(self.path, framework="numpy") as f:
-            return f.get_slice(key)[index]
+            out = f.get_slice(key)[index]
+        self.bytes_read += out.nbytes
+        return out
 
     def _rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` of the tensor at `key` (all of a scalar), with one `readinto`
@@ -168,6 +213,7 @@ class SafetensorsSource(Source):
             got = f.readinto(raw.data) if want else 0
         if got != want:
             raise ArgumentError(f"tw.load: {self.path!r} ends inside tensor {key!r}.")
+        self.bytes_read += got
         return out
 
 
@@ -238,7 +284,9 @@ class NpzSource(Source):
 
     def read(self, key: str) -> np.ndarray:
         with zipfile.ZipFile(self.path) as z, z.open(self._member[key]) as fp:
-            return np.lib.format.read_array(fp)
+            out = np.lib.format.read_array(fp)
+        self.bytes_read += out.nbytes
+        return out
 
 
 def open_source(source: Any, flatten: Any) -> Source:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._frameworks.checkpoint import CONVENTIONS, LAYOUTS, Layout, conversion
 from .._frameworks.composite import Rows, Term
-from .leaves import Leaf, vector_reshape
+from .leaves import Index, Leaf, vector_reshape
 from .sources import Source, normalise, staging
 
 
@@ -118,12 +118,44 @@ class Step:
             region += part.reshape(region.shape).astype(out.dtype)
         return out
 
-    def convert(self, array: np.ndarray) -> np.ndarray:
-        """The source array, converted to what the destination holds (C order)."""
+    def part(
+        self, read_index: Callable[[str, Index], np.ndarray], index: Index
+    ) -> np.ndarray | None:
+        """The part `index` of the destination array (a shard), made from only the part of
+        the source that it comes from (`read_index(key, source_index)`); `None` when the
+        conversion does not map a part to a part (a sum of source arrays, rows put in
+        place, a matrix reshaped to more axes: `build` the whole then)."""
+        assert self.leaf is not None
+        key, term = self.terms[0]
+        dst = tuple(self.leaf.node.shape)
+        if len(self.terms) > 1 or term.put is not None or (self.reshape and self.leaf.matrix):
+            return None
+        shape = tuple(len(range(*s.indices(n))) for s, n in zip(index, dst, strict=True))
+        # Back from the destination to the source: the reshape, the flip, the transpose,
+        # then the rows taken.
+        got = self.shape if self.perm is None else tuple(self.shape[p] for p in self.perm)
+        at = _unsqueezed(index, dst, got) if self.reshape else index
+        if at is None:
+            return None
+        at = tuple(_reversed(s, got[a]) if a in self.flip else s for a, s in enumerate(at))
+        if self.perm is not None:
+            src: list[slice] = [slice(None)] * len(self.perm)
+            for j, axis in enumerate(self.perm):
+                src[axis] = at[j]
+            at = tuple(src)
+        if term.take is not None:
+            first = _band(self.rows0[key], term.take)
+            a, b, _ = at[0].indices(self.shape[0])
+            at = (slice(first.start + a, first.start + b), *at[1:])
+        return self.convert(read_index(key, at), shape)
+
+    def convert(self, array: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The source array, converted to what the destination (or its part of `shape`)
+        holds, in C order."""
         assert self.leaf is not None
         out = orient(array, self.perm, self.flip)
         if self.reshape:
-            out = out.reshape(self.leaf.node.shape)
+            out = out.reshape(self.leaf.node.shape if shape is None else shape)
         if not self.cast and out.flags.c_contiguous:
             return out
         dst = staging(out.shape, self.leaf.node.dtype if self.cast else out.dtype)
@@ -140,6 +172,26 @@ def orient(array: np.ndarray, perm: tuple[int, ...] | None, flip: tuple[int, ...
     the axes `flip`: a weight from one layout to another (`conversion`)."""
     out = array if perm is None else array.transpose(perm)
     return np.flip(out, flip) if flip else out
+
+
+def _unsqueezed(index: Index, dst: tuple[int, ...], src: tuple[int, ...]) -> Index | None:
+    """`index` into an array of shape `dst` as an index into the same values of shape
+    `src`, when the two differ only by singleton axes (an Equinox conv bias `(out, 1, 1)`
+    from a vector); else `None`."""
+    dst_axes = [a for a, n in enumerate(dst) if n != 1]
+    src_axes = [a for a, n in enumerate(src) if n != 1]
+    if [dst[a] for a in dst_axes] != [src[a] for a in src_axes]:
+        return None
+    out = [slice(None)] * len(src)
+    for a, b in zip(dst_axes, src_axes, strict=True):
+        out[b] = index[a]
+    return tuple(out)
+
+
+def _reversed(s: slice, length: int) -> slice:
+    """The slice of an axis of `length` that `s` of the axis reversed is."""
+    a, b, _ = s.indices(length)
+    return slice(length - b, length - a)
 
 
 def _band(length: int, band: Rows) -> slice:
