@@ -417,7 +417,8 @@ def _params_facts(framework, tree):
         for _, lin in tw.select(tree, eqx.nn.Linear):
             assert lin.weight.shape == (lin.out_features, lin.in_features)  # (out, in)
             facts |= {"non-square"} if lin.in_features != lin.out_features else set()
-        if len(tree.blocks) > 1 and tree.blocks[1] is tree.blocks[0]:
+        weights = [b.mlp.layers[0].weight for b in tree.blocks]
+        if len(weights) > 1 and weights[1] is weights[0]:  # one array at two paths
             facts.add("shared block")
     if framework == "nnx":
         assert isinstance(tree, nnx.Module) and "blocks/0/mlp/fc1/kernel" in paths

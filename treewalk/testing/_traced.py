@@ -1,9 +1,10 @@
 """The laws about JAX's transformations: a tree transform under `jax.jit`, and under
 `jax.vmap` over a batch of two trees, gives what it gives eagerly.
 
-The tree's arrays go in as the traced arguments; its other leaves (functions, strings,
-static nodes) are closed over, as `equinox.filter_jit` does; the output's arrays come
-out, and its other leaves are taken from the trace."""
+The tree's arrays go in as the traced arguments (an array at several paths as one, so
+that a tie stays one); its other leaves (functions, strings, static nodes) are closed
+over, as `equinox.filter_jit` does; the output's arrays come out, and its other leaves
+are taken from the trace."""
 
 from __future__ import annotations
 
@@ -30,21 +31,28 @@ class _Traced:
     def __init__(self, transform: Callable[..., Any], tree: Any, batched_keys: bool) -> None:
         self.transform = transform
         self.leaves, self.treedef = jax.tree_util.tree_flatten(tree)
-        self.dynamic = [
-            i
-            for i, x in enumerate(self.leaves)
-            if isinstance(x, ARRAYS) and (batched_keys or not is_key(x))
-        ]
+        #: The leaf index of each argument, and each traced leaf's argument: an array
+        #: at several paths (a tie) is one argument, so the transform sees one tracer.
+        self.first: list[int] = []
+        self.slot: dict[int, int] = {}
+        seen: dict[int, int] = {}
+        for i, x in enumerate(self.leaves):
+            if isinstance(x, ARRAYS) and (batched_keys or not is_key(x)):
+                if id(x) not in seen:
+                    seen[id(x)] = len(self.first)
+                    self.first.append(i)
+                self.slot[i] = seen[id(x)]
         self.out: tuple[list[Any], Any, list[int]] | None = None
 
     def arrays(self, tree: Any) -> list[Any]:
+        """The arguments: `tree`'s arrays where the drawn tree has its distinct ones."""
         leaves = jax.tree_util.tree_leaves(tree)
-        return [leaves[i] for i in self.dynamic]
+        return [leaves[i] for i in self.first]
 
     def __call__(self, arrays: list[Any], key: Any, what: str) -> list[Any]:
         leaves = list(self.leaves)
-        for i, a in zip(self.dynamic, arrays, strict=True):
-            leaves[i] = a
+        for i, slot in self.slot.items():
+            leaves[i] = arrays[slot]
         out = call(self.transform, self.treedef.unflatten(leaves), 0, key=key, what=what)
         out_leaves, out_def = jax.tree_util.tree_flatten(out)
         dynamic = [i for i, y in enumerate(out_leaves) if isinstance(y, jax.Array)]
@@ -70,6 +78,17 @@ def _key(transform: Any, seed: int) -> Any:
     return jax.random.key(seed) if keyed(transform) else None
 
 
+#: Each example compiles a program of its own (every tree is a new structure): unless a
+#: count or settings are given, at most this many examples.
+MAX_EXAMPLES = 20
+
+
+def _count(max_examples: int | None, settings: Settings | None) -> int | None:
+    if max_examples is None and settings is None:
+        return min(Settings().max_examples, MAX_EXAMPLES)
+    return max_examples
+
+
 def check_commutes_with_jit(
     transform: Transform,
     *,
@@ -89,7 +108,9 @@ def check_commutes_with_jit(
     Arguments and settings as
     [`check_matches_reference`][treewalk.testing.check_matches_reference] (default
     trees: [`pytrees(penzai=False)`][treewalk.testing.pytrees]: penzai's `Parameter`s
-    are leaves JAX cannot trace through).
+    are leaves JAX cannot trace through), but for one: each example compiles a program
+    of its own, so with neither `max_examples` nor `settings` given, the check tries 20
+    trees at most (the active profile's count where it is lower).
 
     !!! Example
 
@@ -129,7 +150,7 @@ def check_commutes_with_jit(
         prop,
         pytrees(penzai=False) if trees is None else trees,
         transform=transform,
-        max_examples=max_examples,
+        max_examples=_count(max_examples, settings),
         settings=settings,
     )
 
@@ -144,6 +165,13 @@ def _other(x: Any) -> Any:
     if xp.issubdtype(x.dtype, xp.integer):
         return x + 1
     return x * -1.5 + 0.25
+
+
+def _other_tree(tree: Any) -> Any:
+    """`tree` with other values (`_other`), its ties kept: the batch's second member."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    done: dict[int, Any] = {}
+    return treedef.unflatten([done.setdefault(id(x), _other(x)) for x in leaves])
 
 
 def check_commutes_with_vmap(
@@ -186,7 +214,7 @@ def check_commutes_with_vmap(
 
     def prop(tree: Any, seed: int) -> None:
         key = _key(transform, seed)
-        other = jax.tree.map(_other, tree)
+        other = _other_tree(tree)
         eager = [call(transform, t, seed, key=key) for t in (tree, other)]
         f = _Traced(transform, tree, batched_keys=False)
         batch = [jnp.stack([a, b]) for a, b in zip(f.arrays(tree), f.arrays(other), strict=True)]
@@ -205,6 +233,6 @@ def check_commutes_with_vmap(
         prop,
         pytrees(penzai=False) if trees is None else trees,
         transform=transform,
-        max_examples=max_examples,
+        max_examples=_count(max_examples, settings),
         settings=settings,
     )
