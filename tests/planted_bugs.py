@@ -4,12 +4,15 @@ defaults; run this file to measure how often each is caught in fresh random runs
 
     python tests/planted_bugs.py [RUNS]
 
-prints, per bug, the check, how many of RUNS runs (10 by default, no example database,
-hypothesis' default settings) raised an `AssertionError`, and the seconds per check.
+prints, per bug, the check, in how many of RUNS runs (10 by default; hypothesis' default
+settings, no example database) it raised an `AssertionError` saying what the bug broke,
+and the seconds per check: with the check's default trees (its zoo of one tree of each
+kind, then random trees) and with the random trees only (`trees=pytrees()`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +38,8 @@ from treewalk.testing import (
     check_only_selected,
     check_pure,
     check_structure_preserving,
+    params_trees,
+    pytrees,
 )
 
 FLOATS = tw.arrays & tw.predicate(lambda p, x: jnp.issubdtype(x.dtype, jnp.inexact))
@@ -194,78 +199,113 @@ def orthogonalise(tree):
 class Bug:
     name: str
     check: str
-    run: Callable[[settings], None]
+    #: What the failure's first line says: caught for the right reason.
+    says: str
+    #: `run(settings, trees)`: the check, on `trees` (`None`: the check's default, its
+    #: zoo tried first, then random trees).
+    run: Callable[[settings, Any], None]
+    #: The random trees of the check's default, without its zoo.
+    random: Callable[[], Any] = pytrees
 
 
 BUGS = [
-    Bug("in-place list reversal", "check_pure", lambda s: check_pure(reverse_layers, settings=s)),
-    Bug("in-place dict update", "check_pure", lambda s: check_pure(halve_weights, settings=s)),
+    Bug(
+        "in-place list reversal",
+        "check_pure",
+        "replaced in place|changed in place",
+        lambda s, t: check_pure(reverse_layers, settings=s, trees=t),
+    ),
+    Bug(
+        "in-place dict update",
+        "check_pure",
+        "replaced in place",
+        lambda s, t: check_pure(halve_weights, settings=s, trees=t),
+    ),
     Bug(
         "NNX variable written in place",
         "check_pure",
-        lambda s: check_pure(decay_nnx, settings=s),
+        "in place",
+        lambda s, t: check_pure(decay_nnx, settings=s, trees=t),
     ),
     Bug(
         "dtype upcast",
         "check_structure_preserving",
-        lambda s: check_structure_preserving(scale_by_lr, settings=s),
+        r"(float16|bfloat16)\[.*\] became float32",
+        lambda s, t: check_structure_preserving(scale_by_lr, settings=s, trees=t),
     ),
     Bug(
         "global RNG instead of the key",
         "check_key_deterministic",
-        lambda s: check_key_deterministic(noisy, settings=s),
+        "two calls with the same key differ",
+        lambda s, t: check_key_deterministic(noisy, settings=s, trees=t),
     ),
     Bug(
         "wrong block changed",
         "check_only_selected",
-        lambda s: check_only_selected(halve_first_block, "blocks/0/**", settings=s),
+        r"at 'blocks/1/.*', not selected by",
+        lambda s, t: check_only_selected(halve_first_block, "blocks/0/**", settings=s, trees=t),
+        params_trees,
     ),
     Bug(
         "leaf dropped",
         "check_structure_preserving",
-        lambda s: check_structure_preserving(trainable_only, settings=s),
+        "became None",
+        lambda s, t: check_structure_preserving(trainable_only, settings=s, trees=t),
     ),
     Bug(
         "tie broken",
         "check_structure_preserving",
-        lambda s: check_structure_preserving(reinit_per_path, settings=s),
+        "the tie between .* is broken",
+        lambda s, t: check_structure_preserving(reinit_per_path, settings=s, trees=t),
     ),
     Bug(
         "box unwrapped",
         "check_structure_preserving",
-        lambda s: check_structure_preserving(double_params, settings=s),
+        "box became a bare",
+        lambda s, t: check_structure_preserving(double_params, settings=s, trees=t),
     ),
     Bug(
         "shape changed under check=False",
         "check_structure_preserving",
-        lambda s: check_structure_preserving(flatten_weights, settings=s),
+        r"\[.*\] became \w+\[",
+        lambda s, t: check_structure_preserving(flatten_weights, settings=s, trees=t),
     ),
     Bug(
         "key from hash() of the path",
         "check_key_deterministic(across_processes)",
-        lambda s: check_key_deterministic(hashed_keys, across_processes=True, settings=s),
+        r"another process \(PYTHONHASHSEED=\d+\) gives another tree",
+        lambda s, t: check_key_deterministic(
+            hashed_keys, across_processes=True, settings=s, trees=t
+        ),
     ),
     Bug(
         "fan read off the wrong axis",
         "check_matches_reference",
-        lambda s: check_matches_reference(
-            scale_kernels, "**/kernel", fan_in_reference, settings=s
+        "the selected leaf is not what the reference says",
+        lambda s, t: check_matches_reference(
+            scale_kernels, "**/kernel", fan_in_reference, settings=s, trees=t
         ),
+        params_trees,
     ),
     Bug(
         "tanh as a projection",
         "check_idempotent",
-        lambda s: check_idempotent(squash, settings=s),
+        "applied twice differs",
+        lambda s, t: check_idempotent(squash, settings=s, trees=t),
     ),
     Bug(
         "float() of a traced value",
         "check_commutes_with_jit",
-        lambda s: check_commutes_with_jit(standardise, settings=s),
+        "under jax.jit raised .*ConcretizationTypeError",
+        lambda s, t: check_commutes_with_jit(standardise, settings=s, trees=t),
+        lambda: pytrees(penzai=False),
     ),
     Bug(
         "pure_callback without vmap_method",
         "check_commutes_with_vmap",
-        lambda s: check_commutes_with_vmap(orthogonalise, settings=s),
+        "under jax.vmap raised .*vmap_method",
+        lambda s, t: check_commutes_with_vmap(orthogonalise, settings=s, trees=t),
+        lambda: pytrees(penzai=False),
     ),
 ]
 
@@ -276,25 +316,32 @@ def defaults() -> settings:
     return settings(settings.get_profile("default"), database=None)
 
 
-def caught(bug: Bug, s: settings) -> bool:
+def caught(bug: Bug, s: settings, trees: Any = None) -> bool:
+    """Did `bug`'s check raise an `AssertionError` that says what `bug.says`?"""
     try:
-        bug.run(s)
-    except AssertionError:
-        return True
+        bug.run(s, trees)
+    except AssertionError as err:
+        return re.search(bug.says, str(err).splitlines()[0]) is not None
     return False
 
 
 def main(runs: int = 10) -> None:
+    """For each bug: caught in how many of `runs` runs, and seconds per check, with the
+    check's default trees (its zoo, then random ones) and with random trees only."""
     width = max(len(b.name) for b in BUGS)
     cw = max(len(b.check) for b in BUGS)
-    print(f"| {'bug'.ljust(width)} | {'check'.ljust(cw)} | caught | s/check |")
-    print(f"|{'-' * (width + 2)}|{'-' * (cw + 2)}|--------|---------|")
+    head = ["bug".ljust(width), "check".ljust(cw), "caught", "s/check", "random only", "s/check"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
     for bug in BUGS:
-        hits, start = 0, time.perf_counter()
-        for _ in range(runs):
-            hits += caught(bug, defaults())
-        per = (time.perf_counter() - start) / runs
-        cells = [bug.name.ljust(width), bug.check.ljust(cw), f"{hits:>3}/{runs:<2}", f"{per:7.2f}"]
+        cells = [bug.name.ljust(width), bug.check.ljust(cw)]
+        for trees in (lambda: None, bug.random):
+            hits, start = 0, time.perf_counter()
+            for _ in range(runs):
+                hits += caught(bug, defaults(), trees())
+            per = (time.perf_counter() - start) / runs
+            cells += [f"{hits:>3}/{runs:<2}", f"{per:7.2f}"]
+        cells[4] = cells[4].ljust(len("random only"))
         print("| " + " | ".join(cells) + " |")
         sys.stdout.flush()
 

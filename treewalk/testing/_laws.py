@@ -17,11 +17,7 @@ from .._frameworks import unboxed
 from ._compare import describe, first_difference, leaf_list, structure_mismatch, where
 from ._processes import Worker
 from ._run import Transform, call, check_callable, keyed, run_law
-from ._strategies import pytrees
-
-
-def _trees(trees: st.SearchStrategy[Any] | None) -> st.SearchStrategy[Any]:
-    return pytrees() if trees is None else trees
+from ._zoo import pytrees_default
 
 
 def check_structure_preserving(
@@ -37,13 +33,17 @@ def check_structure_preserving(
     tie kept (an array or a box reached by several paths of the input has equal values
     at those paths of the output).
 
-    Runs a hypothesis test over `trees` (default [`pytrees()`][treewalk.testing.pytrees]).
-    `transform(tree)` or, if it takes two arguments, `transform(tree, key)`.
+    Runs a hypothesis test over `trees`: by default a zoo first (one fixed tree of each
+    kind transforms get wrong most often: lists and dicts of distinct arrays, a tie, NNX
+    modules and a shared variable, boxes, `float16` and numpy leaves, `None` and custom
+    nodes), then [`pytrees()`][treewalk.testing.pytrees]. `transform(tree)` or, if it
+    takes two arguments, `transform(tree, key)`.
 
     **Arguments:**
 
     - `transform`: the function under test.
-    - `trees`: a strategy for the input trees (`st.just(tree)` for one tree).
+    - `trees`: a strategy for the input trees (`st.just(tree)` for one tree); then no
+      zoo.
     - `max_examples`: how many trees to try; overrides `settings`.
     - `settings`: a `hypothesis.settings` to run under; the active profile by default.
 
@@ -81,10 +81,11 @@ def check_structure_preserving(
     run_law(
         "check_structure_preserving",
         prop,
-        _trees(trees),
-        transform=transform,
-        max_examples=max_examples,
-        settings=settings,
+        trees,
+        pytrees_default,
+        transform,
+        max_examples,
+        settings,
     )
 
 
@@ -143,23 +144,18 @@ def check_pure(
                 f"at {where(path)}, the input's {describe(x)} was replaced in place, by "
                 f"{'another ' if describe(x) == describe(y) else ''}{describe(y)}"
             )
-            assert unboxed(y) is inner, (
+            now = unboxed(y)
+            assert now is inner, (
                 f"at {where(path)}, the input's {type(x).__name__} was given a new value in "
-                f"place: {describe(inner)} became {describe(unboxed(y))}"
+                f"place: {describe(inner)} became "
+                f"{'another ' if describe(inner) == describe(now) else ''}{describe(now)}"
             )
             if isinstance(copy, np.ndarray):
                 assert np.array_equal(copy, inner, equal_nan=copy.dtype.kind in "fc"), (
                     f"at {where(path)}, the input's numpy array was written in place"
                 )
 
-    run_law(
-        "check_pure",
-        prop,
-        _trees(trees),
-        transform=transform,
-        max_examples=max_examples,
-        settings=settings,
-    )
+    run_law("check_pure", prop, trees, pytrees_default, transform, max_examples, settings)
 
 
 def check_key_deterministic(
@@ -223,10 +219,11 @@ def check_key_deterministic(
         run_law(
             "check_key_deterministic",
             prop,
-            _trees(trees),
-            transform=transform,
-            max_examples=max_examples,
-            settings=settings,
+            trees,
+            pytrees_default,
+            transform,
+            max_examples,
+            settings,
         )
     finally:
         if worker is not None:

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any, TypeAlias, TypeGuard
 
 import jax
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import DeadlineExceeded, Flaky
 
 from .._core.errors import ArgumentError
 from ._compare import leaf_list, summary
+from ._zoo import Default, Zoo
 
 #: A tree transform under test: `transform(tree)` or `transform(tree, key)`.
 Transform: TypeAlias = Callable[[Any], Any] | Callable[[Any, Any], Any]
@@ -75,31 +76,39 @@ def check_callable(law: str, transform: Any) -> None:
 def run_law(
     law: str,
     prop: Callable[[Any, int], None],
-    trees: st.SearchStrategy[Any],
-    *,
+    trees: st.SearchStrategy[Any] | None,
+    default: Default,
     transform: Any,
     max_examples: int | None,
     settings: Settings | None,
 ) -> None:
-    """Run `prop(tree, seed)` over `trees` as a hypothesis test; a failure is raised as
-    one `AssertionError` (see `check_structure_preserving` for the settings used)."""
+    """Run `prop(tree, seed)` as a hypothesis test over `trees` (if `None`, `default()`'s
+    strategy, its zoo tried first as explicit examples), under the user's settings but
+    for what a law needs; a failure is raised as one `AssertionError` (see
+    `check_structure_preserving` for the settings used)."""
     if settings is not None and not isinstance(settings, Settings):
         raise ArgumentError(
             f"{law}(settings=...) takes a `hypothesis.settings` object, e.g. "
             f"`settings(max_examples=50)`; got a {type(settings).__name__}."
         )
+    zoo: list[Zoo] = []
+    if trees is None:
+        trees, zoo = default()
     if not isinstance(trees, st.SearchStrategy):
         raise ArgumentError(
             f"{law}(trees=...) takes a hypothesis strategy, e.g. `params_trees()` or "
             f"`st.just(tree)` for one tree; got a {type(trees).__name__}."
         )
 
-    def test(tree: Any, seed: int) -> None:
+    def test(case: Any, seed: int) -> None:
+        tree = case.make() if isinstance(case, Zoo) else case
         before = leaf_list(tree)  # before the call, which may change the input
         try:
             prop(tree, seed)
         except AssertionError as err:
-            _tag(err, before, seed)
+            _tag(
+                err, before, f"the zoo's {case.name}" if isinstance(case, Zoo) else f"seed {seed}"
+            )
             raise
 
     # Each transform its own entry in the example database (and its own derandomized
@@ -107,7 +116,10 @@ def run_law(
     name = getattr(transform, "__qualname__", type(transform).__qualname__)
     module = getattr(transform, "__module__", "")
     test._hypothesis_internal_add_digest = f"{law}:{module}.{name}".encode()  # type: ignore[attr-defined]
-    configured = _settings(settings, max_examples)(given(trees, st.integers(0, 2**31 - 1))(test))
+    run = given(trees, st.integers(0, 2**31 - 1))(test)
+    for tree in reversed(zoo):
+        run = example(tree, 0)(run)
+    configured = _settings(settings, max_examples)(run)
     try:
         configured()
     except (AssertionError, BaseExceptionGroup, Flaky, DeadlineExceeded) as err:
@@ -131,9 +143,9 @@ def _settings(user: Settings | None, max_examples: int | None) -> Settings:
     return Settings(base, **kw)
 
 
-def _tag(err: BaseException, leaves: list[Any], seed: int) -> None:
+def _tag(err: BaseException, leaves: list[Any], where: str) -> None:
     try:
-        err._treewalk_example = (leaves, seed)  # type: ignore[attr-defined]
+        err._treewalk_example = (leaves, where)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):  # pragma: no cover - an exception with __slots__
         pass
 
@@ -165,8 +177,10 @@ def _one_failure(law: str, err: BaseException) -> tuple[AssertionError, BaseExce
     lines = [f"{law}: {str(first).strip() or type(first).__name__}"]
     example = getattr(first, "_treewalk_example", None)
     if example is not None:
-        leaves, seed = example
-        lines.append(f"Falsifying example (seed {seed}), a tree of {len(leaves)} leaves:")
+        leaves, where = example
+        n = len(leaves)
+        noun = "leaf" if n == 1 else "leaves"
+        lines.append(f"Falsifying example ({where}), a tree of {n} {noun}:")
         lines.append(summary(leaves))
     if isinstance(first, DeadlineExceeded):
         lines.append("(The deadline is your settings'; `deadline=None` turns it off.)")

@@ -119,14 +119,27 @@ class _Kinds:
 
 
 class _Drawing:
-    """One tree being drawn: its leaf budget, and the tie (one subtree to be placed at
-    two paths or more) if this tree has one."""
+    """One tree being drawn: its leaf budget, and what it has drawn that a later node
+    may be tied to (arrays, NNX variables and modules, containers with children)."""
 
     def __init__(self, kinds: _Kinds) -> None:
         self.kinds = kinds
         self.leaves = 0
-        self.shared: Any = None
-        self.placed = 0
+        self.pool: list[Any] = []
+
+    def keep(self, node: Any) -> Any:
+        if self.kinds.ties and _shareable(node, self.kinds):
+            self.pool.append(node)
+        return node
+
+
+def _shareable(node: Any, kinds: _Kinds) -> bool:
+    if isinstance(node, jax.Array | np.ndarray):
+        return node.size > 0
+    if isinstance(node, list | tuple | dict):
+        return len(node) > 0
+    nnx_types = tuple(t for t in (kinds.nnx, *kinds.variables) if isinstance(t, type))
+    return bool(nnx_types) and isinstance(node, nnx_types)
 
 
 #: How likely a node is a leaf, by depth: the root almost never, depth four always.
@@ -135,11 +148,21 @@ _SIZES = [(40, 2), (25, 3), (18, 1), (10, 0), (7, 4)]
 
 
 def _tree(draw: st.DrawFn, d: _Drawing, depth: int) -> Any:
-    if d.shared is not None and depth and pick(draw, [(4, False), (1, True)]):
-        d.placed += 1
-        return d.shared
+    """A node at `depth`: one drawn afresh or, one time in fifteen, a tie to one drawn
+    before (only complete subtrees are kept, so a tie is never a cycle)."""
+    if d.pool and pick(draw, [(14, False), (1, True)]):
+        return d.pool[draw(st.integers(0, len(d.pool) - 1))]
+    return d.keep(_fresh(draw, d, depth))
+
+
+def _fresh(draw: st.DrawFn, d: _Drawing, depth: int) -> Any:
     leafy = depth >= len(_LEAF_ODDS) or d.leaves >= d.kinds.max_leaves
-    if leafy or pick(draw, [(_LEAF_ODDS[depth][0], True), (_LEAF_ODDS[depth][1], False)]):
+    odds = _LEAF_ODDS[min(depth, len(_LEAF_ODDS) - 1)]
+    # The root shrinks towards a container (a leaf alone is seldom the failing tree).
+    table = (
+        [(odds[1], False), (odds[0], True)] if depth == 0 else [(odds[0], True), (odds[1], False)]
+    )
+    if leafy or pick(draw, table):
         d.leaves += 1
         return _leaf(draw, d.kinds)
     kind = pick(draw, d.kinds.node_table())
@@ -207,31 +230,9 @@ def _leaf(draw: st.DrawFn, kinds: _Kinds) -> Any:
     return kinds.parameter(value=x, label=f"param_{draw(st.integers(0, 99))}")
 
 
-def _shared(draw: st.DrawFn, kinds: _Kinds) -> Any:
-    """What a tie shares: a float array (not empty), a list of two, an NNX `Variable`
-    or an NNX module."""
-    table = [(5, "array"), (2, "list")]
-    table += [(2, "variable"), (1, "module")] if kinds.nnx is not None else []
-    kind = pick(draw, table)
-    shape = (pick(draw, [(1, 2), (1, 3)]),)
-    if kind == "array":
-        return array(draw, dtype="float32", shape=shape)
-    if kind == "list":
-        return [array(draw, dtype="float32", shape=shape) for _ in range(2)]
-    if kind == "variable":
-        return draw(st.sampled_from(kinds.variables))(array(draw, dtype="float32", shape=shape))
-    return _nnx_module(draw, kinds, 1)
-
-
 @st.composite
 def _pytrees(draw: st.DrawFn, kinds: _Kinds) -> Any:
-    d = _Drawing(kinds)
-    if kinds.ties and pick(draw, [(7, False), (1, True)]):
-        d.shared = _shared(draw, kinds)
-    tree = _tree(draw, d, 0)
-    if d.shared is not None and d.placed < 2:  # a tie is two paths at least
-        tree = [tree, *[d.shared] * (2 - d.placed)]
-    return tree
+    return _tree(draw, _Drawing(kinds), 0)
 
 
 def pytrees(

@@ -21,8 +21,8 @@ from jax.core import Tracer
 from .._frameworks import unboxed
 from ._compare import ARRAYS, first_difference, is_key
 from ._run import Transform, call, check_callable, keyed, run_law
-from ._strategies import pytrees
 from ._values import ATOL, RTOL
+from ._zoo import traceable_default
 
 
 class _Traced:
@@ -145,14 +145,8 @@ def check_commutes_with_jit(
         why = first_difference(eager, f.rebuild(got), rtol, atol)
         assert why is None, f"under jax.jit, the transform gives another tree: {why}"
 
-    run_law(
-        "check_commutes_with_jit",
-        prop,
-        pytrees(penzai=False) if trees is None else trees,
-        transform=transform,
-        max_examples=_count(max_examples, settings),
-        settings=settings,
-    )
+    count = _count(max_examples, settings)
+    run_law("check_commutes_with_jit", prop, trees, traceable_default, transform, count, settings)
 
 
 def _other(x: Any) -> Any:
@@ -228,11 +222,5 @@ def check_commutes_with_vmap(
                 f"tree than it gives that tree eagerly: {why}"
             )
 
-    run_law(
-        "check_commutes_with_vmap",
-        prop,
-        pytrees(penzai=False) if trees is None else trees,
-        transform=transform,
-        max_examples=_count(max_examples, settings),
-        settings=settings,
-    )
+    count = _count(max_examples, settings)
+    run_law("check_commutes_with_vmap", prop, trees, traceable_default, transform, count, settings)

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from .._select.algebra import Selector, as_selector, brief
 from ._compare import by_path, first_difference, mismatch, where
-from ._params import params_trees
 from ._run import Transform, TransformRaised, call, check_callable, keyed, run_law
-from ._strategies import pytrees
+from ._zoo import params_default, pytrees_default
 
 #: The default tolerances of the value laws: relative and absolute, and never under four
 #: units in the last place of a leaf's dtype.
@@ -36,9 +35,9 @@ def check_only_selected(
 
     The leaves a selector covers are those `tw.replace(tree, selector, ...)` would
     change (the leaves at or below what it picks; a value inside a box by the box's
-    path). Runs over `trees`, by default
-    [`params_trees()`][treewalk.testing.params_trees]: model-shaped trees whose paths a
-    selector of yours names.
+    path). Runs over `trees`, by default a fixed model of each installed framework (the
+    zoo), then [`params_trees()`][treewalk.testing.params_trees]: model-shaped trees
+    whose paths a selector of yours names.
 
     **Arguments:**
 
@@ -79,14 +78,7 @@ def check_only_selected(
         why = _changes_of(before, out, sel, None, 0.0, 0.0)
         assert why is None, why
 
-    run_law(
-        "check_only_selected",
-        prop,
-        params_trees() if trees is None else trees,
-        transform=transform,
-        max_examples=max_examples,
-        settings=settings,
-    )
+    run_law("check_only_selected", prop, trees, params_default, transform, max_examples, settings)
 
 
 def _changes_of(
@@ -203,12 +195,7 @@ def check_matches_reference(
         assert why is None, why
 
     run_law(
-        "check_matches_reference",
-        prop,
-        params_trees() if trees is None else trees,
-        transform=transform,
-        max_examples=max_examples,
-        settings=settings,
+        "check_matches_reference", prop, trees, params_default, transform, max_examples, settings
     )
 
 
@@ -262,11 +249,4 @@ def check_idempotent(
         why = first_difference(once, twice, rtol, atol)
         assert why is None, f"the transform applied twice differs from it applied once: {why}"
 
-    run_law(
-        "check_idempotent",
-        prop,
-        pytrees() if trees is None else trees,
-        transform=transform,
-        max_examples=max_examples,
-        settings=settings,
-    )
+    run_law("check_idempotent", prop, trees, pytrees_default, transform, max_examples, settings)
