@@ -75,11 +75,11 @@ def halve_weights(tree):
 
 
 def decay_nnx(tree):
-    """Decays NNX variables the NNX way, in place: `variable.value = ...`."""
+    """Decays NNX variables the NNX way, in place: `variable[...] = ...`."""
     flat = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
     for v in flat:
         if isinstance(v, nnx.Variable):
-            v.value = v.value * 0  # a bug: the input's own variable
+            v[...] = v[...] * 0  # a bug: the input's own variable
     return tree
 
 
@@ -127,8 +127,10 @@ def double_params(tree):
     """Doubles what boxes hold, and forgets to put the box back."""
 
     def fn(x):
-        if isinstance(x, BOXES):
-            x = x.value  # a bug: the box and its metadata are gone
+        if isinstance(x, nnx.Variable):
+            x = x[...]  # a bug: the box and its metadata are gone
+        elif isinstance(x, BOXES):
+            x = x.value
         return x * 2 if _is_float(x) else x
 
     return jax.tree.map(fn, tree, is_leaf=lambda x: isinstance(x, BOXES))

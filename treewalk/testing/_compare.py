@@ -5,6 +5,7 @@ lines."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -149,6 +150,19 @@ def _leaf_change(x: Any, y: Any) -> str | None:
     ):
         return f"{describe(x)} became {describe(y)}"
     return None
+
+
+def map_once(f: Callable[[Any], Any], tree: Any) -> Any:
+    """`jax.tree.map(f, tree)`, `f` called once per leaf object: an array at several
+    paths (a tie) gives one result at all of them, so the tie is kept."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    done: dict[int, Any] = {}
+    out = []
+    for x in leaves:
+        if id(x) not in done:
+            done[id(x)] = f(x)
+        out.append(done[id(x)])
+    return treedef.unflatten(out)
 
 
 def structure_mismatch(tree: Any, out: Any) -> str | None:

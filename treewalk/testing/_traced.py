@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from jax.core import Tracer
 
 from .._frameworks import unboxed
-from ._compare import ARRAYS, first_difference, is_key
+from ._compare import ARRAYS, first_difference, is_key, map_once
 from ._run import Transform, call, check_callable, keyed, run_law
 from ._values import ATOL, RTOL
 from ._zoo import traceable_default
@@ -161,13 +161,6 @@ def _other(x: Any) -> Any:
     return x * -1.5 + 0.25
 
 
-def _other_tree(tree: Any) -> Any:
-    """`tree` with other values (`_other`), its ties kept: the batch's second member."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    done: dict[int, Any] = {}
-    return treedef.unflatten([done.setdefault(id(x), _other(x)) for x in leaves])
-
-
 def check_commutes_with_vmap(
     transform: Transform,
     *,
@@ -208,7 +201,7 @@ def check_commutes_with_vmap(
 
     def prop(tree: Any, seed: int) -> None:
         key = _key(transform, seed)
-        other = _other_tree(tree)
+        other = map_once(_other, tree)  # its ties kept
         eager = [call(transform, t, seed, key=key) for t in (tree, other)]
         f = _Traced(transform, tree, batched_keys=False)
         batch = [jnp.stack([a, b]) for a, b in zip(f.arrays(tree), f.arrays(other), strict=True)]

@@ -26,20 +26,20 @@ from ._strategies import pytrees
 
 
 class Zoo(NamedTuple):
-    """One tree of the zoo: its name and how to build it; `index`, its place in the zoo
+    """One tree of the zoo: its name and how to build it; `number`, its place in the zoo
     (hypothesis reports the failing explicit example of the shortest repr first: that
     is the zoo's first)."""
 
     name: str
     make: Callable[[], Any]
-    index: int = 0
+    number: int = 0
 
     def __repr__(self) -> str:
-        return f"zoo[{self.index}]"
+        return f"zoo[{self.number}]"
 
 
 def _numbered(zoo: list[Zoo]) -> list[Zoo]:
-    return [z._replace(index=i) for i, z in enumerate(zoo)]
+    return [z._replace(number=i) for i, z in enumerate(zoo)]
 
 
 #: What a check draws by default: its strategy and its zoo.
