@@ -66,9 +66,16 @@ def doc_files() -> list[Path]:
 WIDTH = 78
 
 
+#: Pages whose code blocks another test runs as their readers would: docs/testing.md's
+#: are test files, run by plain `pytest` without this conftest (tests/test_testing.py).
+RUN_ELSEWHERE = {"docs/testing.md"}
+
+
 def markdown_cases() -> list:
     cases = []
     for path in doc_files():
+        if path.relative_to(ROOT).as_posix() in RUN_ELSEWHERE:
+            continue
         for line, lang, code, expected in fenced_blocks(path.read_text()):
             if lang == "python":
                 name = f"{path.relative_to(ROOT)}:{line}"

@@ -41,6 +41,8 @@ FUNCTION_IMPORTS = {
     ("_checkpoint/sources.py", "safetensors"),
     ("testing/_kinds.py", "flax"),
     ("testing/_kinds.py", "penzai"),
+    ("testing/_models.py", "equinox"),
+    ("testing/_models.py", "flax"),
     ("testing/_nodes.py", "equinox"),
 }
 

@@ -637,6 +637,14 @@ def test_nnx_module_against_its_own_state():
     assert {c.kind for c in d.changes} == {"values"} and d.compared == 6
 
 
+def test_prng_keys_compare_by_their_key_data():
+    # An NNX Dropout holds a typed key, which numpy cannot convert (it raised TypeError).
+    a = nnx.Dropout(0.1, rngs=nnx.Rngs(0))
+    assert not tw.diff(a, nnx.Dropout(0.1, rngs=nnx.Rngs(0)))
+    (c,) = tw.diff(a, nnx.Dropout(0.1, rngs=nnx.Rngs(1))).changes
+    assert c.path == "rngs/key" and c.kind == "values"
+
+
 def test_equinox_model_against_a_dict_of_its_arrays():
     model = EqxNet(jax.random.key(0))
     as_dict = {"blocks": [{"weight": b.weight, "bias": b.bias} for b in model.blocks]}

@@ -7,6 +7,7 @@ import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._core.node import Node
@@ -239,6 +240,8 @@ def _compare(path: str, x: Any, y: Any) -> Change | None:
         return Change(path, "dtype", _describe(x), _describe(y))
     if isinstance(x, jax.ShapeDtypeStruct) or isinstance(y, jax.ShapeDtypeStruct):
         return None  # abstract: only shapes and dtypes to compare
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # an NNX Dropout's key: its key data
+        x, y = jax.random.key_data(x), jax.random.key_data(y)
     u, v = np.asarray(x), np.asarray(y)
     if u.dtype.kind not in "biufc":  # bfloat16, float8: compare as float32
         u, v = u.astype(np.float32), v.astype(np.float32)

@@ -45,22 +45,34 @@ from ._nodes import Static as Static  # noqa: E402
 from ._nodes import Unkeyed as Unkeyed  # noqa: E402
 from ._nodes import eqx_node  # noqa: E402
 from ._nodes import trees_equal as trees_equal  # noqa: E402
+from ._params import params_trees as params_trees  # noqa: E402
 from ._strategies import leaves as leaves  # noqa: E402
 from ._strategies import paths_of as paths_of  # noqa: E402
 from ._strategies import pytrees as pytrees  # noqa: E402
 from ._strategies import selectors as selectors  # noqa: E402
+from ._traced import check_commutes_with_jit as check_commutes_with_jit  # noqa: E402
+from ._traced import check_commutes_with_vmap as check_commutes_with_vmap  # noqa: E402
+from ._values import check_idempotent as check_idempotent  # noqa: E402
+from ._values import check_matches_reference as check_matches_reference  # noqa: E402
+from ._values import check_only_selected as check_only_selected  # noqa: E402
 
 __all__ = [
     "Keyed",
     "Pair",
     "Static",
     "Unkeyed",
+    "check_commutes_with_jit",
+    "check_commutes_with_vmap",
+    "check_idempotent",
     "check_key_deterministic",
     "check_laws",
+    "check_matches_reference",
+    "check_only_selected",
     "check_pure",
     "check_structure_preserving",
     "leaves",
     "paths_of",
+    "params_trees",
     "pytrees",
     "selectors",
     "trees_equal",

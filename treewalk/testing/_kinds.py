@@ -1,19 +1,17 @@
-"""The framework kinds `pytrees()` draws when their framework is installed: Flax NNX
-modules, `Variable`s and `State`, linen `Partitioned` boxes, penzai `Parameter`s, and
-shared NNX `Variable`s. Each framework is imported only when `pytrees()` is called."""
+"""The framework nodes `pytrees()` draws where their framework is installed: Flax NNX
+modules (`NnxNode`), `Variable`s and `State`, linen `Partitioned` boxes, penzai
+`Parameter`s. Each framework is imported on first use (when `pytrees()` is called),
+never when `treewalk.testing` is imported."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Callable
 from typing import Any
 
-from hypothesis import strategies as st
 
-Strategy = st.SearchStrategy[Any]
-
-
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # pragma: no cover - a parent package is missing
@@ -23,7 +21,7 @@ def _installed(module: str) -> bool:
 @functools.cache
 def nnx_node() -> type | None:
     """`NnxNode(a, b)`, a Flax NNX module with two children; `None` without Flax."""
-    if not _installed("flax"):
+    if not installed("flax"):
         return None
     from flax import nnx
 
@@ -38,55 +36,38 @@ def nnx_node() -> type | None:
     return NnxNode
 
 
-def nnx_kinds(children: Strategy, arrays: Strategy, ties: bool) -> list[Strategy]:
-    """NNX modules around `children`, `Variable`s (`Param`, `BatchStat`) around arrays,
-    `nnx.State` of a module, and (with `ties`) one `Variable` shared by two modules."""
-    node = nnx_node()
-    if node is None:
-        return []
+@functools.cache
+def nnx_variables() -> tuple[Callable[[Any], Any], ...]:
+    """`(nnx.Param, nnx.BatchStat)`, or `()` without Flax."""
+    if not installed("flax"):
+        return ()
     from flax import nnx
 
-    variables = st.one_of(arrays.map(nnx.Param), arrays.map(nnx.BatchStat))
-    modules = st.recursive(
-        variables, lambda kids: st.builds(node, kids, kids), max_leaves=4
-    ).filter(lambda m: isinstance(m, nnx.Module))
-
-    def shared(v: Any, a: Any, b: Any) -> Any:
-        return node(node(v, a), node(v, b))  # the same Variable in two modules
-
-    kinds = [
-        st.builds(node, st.one_of(variables, children), children),
-        variables,
-        modules.map(nnx.state),
-    ]
-    return kinds + [st.builds(shared, variables, children, children)] if ties else kinds
+    return (nnx.Param, nnx.BatchStat)
 
 
-def linen_kinds(arrays: Strategy) -> list[Strategy]:
-    """Flax linen `Partitioned` boxes (one sharding name or `None` per axis)."""
-    if not _installed("flax"):
-        return []
+def nnx_state(module: Any) -> Any:
+    """`nnx.state(module)`: the pure state of an NNX module."""
+    from flax import nnx
+
+    return nnx.state(module)
+
+
+@functools.cache
+def linen_partitioned() -> Callable[..., Any] | None:
+    """`nn.Partitioned(value, names=...)`, a linen box; `None` without Flax."""
+    if not installed("flax"):
+        return None
     import flax.linen as nn
 
-    names = st.sampled_from([None, "data", "model"])
-
-    @st.composite
-    def partitioned(draw: st.DrawFn) -> Any:
-        x = draw(arrays)
-        return nn.Partitioned(x, names=tuple(draw(names) for _ in range(x.ndim)))
-
-    return [partitioned()]
+    return nn.Partitioned
 
 
-def penzai_kinds(arrays: Strategy) -> list[Strategy]:
-    """penzai `Parameter`s (mutable leaves holding an array under a label)."""
-    if not _installed("penzai"):
-        return []
+@functools.cache
+def penzai_parameter() -> Callable[..., Any] | None:
+    """`Parameter(value=..., label=...)`, a penzai mutable leaf; `None` without penzai."""
+    if not installed("penzai"):
+        return None
     from penzai.core.variables import Parameter
 
-    labels = st.integers(0, 99).map(lambda i: f"param_{i}")
-
-    def make(x: Any, label: str) -> Any:
-        return Parameter(value=x, label=label)
-
-    return [st.builds(make, arrays, labels)]
+    return Parameter

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from .._frameworks import unboxed
+from ._compare import is_key
 
 
 class Pair(NamedTuple):
@@ -93,6 +94,10 @@ def _eq(a: Any, b: Any) -> bool:
             if type(x) is not type(y) or getattr(x, "label", None) != getattr(y, "label", None):
                 return False
             x, y = ux, uy
+        if is_key(x) or is_key(y):  # typed PRNG keys: by their key data
+            if not (is_key(x) and is_key(y)):
+                return False
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
         if isinstance(x, jax.Array | np.ndarray) or isinstance(y, jax.Array | np.ndarray):
             if not (np.shape(x) == np.shape(y) and np.array_equal(x, y, equal_nan=True)):
                 return False
