@@ -180,7 +180,7 @@ def _one_failure(law: str, err: BaseException) -> tuple[AssertionError, BaseExce
         leaves, where = example
         n = len(leaves)
         noun = "leaf" if n == 1 else "leaves"
-        lines.append(f"Falsifying example ({where}), a tree of {n} {noun}:")
+        lines.append(f"Falsifying example ({where}, {n} {noun}):")
         lines.append(summary(leaves))
     if isinstance(first, DeadlineExceeded):
         lines.append("(The deadline is your settings'; `deadline=None` turns it off.)")
